@@ -1,0 +1,138 @@
+"""The `lobell` command: parse arguments, load the config, call the same functions as the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lobell.errors import LobellError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.run(args) or 0
+    except LobellError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lobell", description="Fine-tune pre-trained models: Layers, Optimizer, "
+                                     "Batch size, Epochs, Loss, Learning rate.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = parser.add_subparsers(dest="command")
+
+    def command(name: str, run, help_text: str, config: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(run=run)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        if config:
+            p.add_argument("items", nargs="*", metavar="CONFIG.yaml|KEY=VALUE",
+                           help="an optional YAML config followed by dotted overrides, e.g. optimizer.lr=3e-5")
+        return p
+
+    p = command("train", _train, "fine-tune a model as the config says", config=True)
+    p.add_argument("--quiet", action="store_true", help="print only the final results")
+    command("validate", _validate, "check a config (keys, values, data columns) without loading weights", config=True)
+    command("layers", _layers, "print the model's layer map: groups, parameter counts, what trains", config=True)
+    p = command("predict", _predict, "predict with a finished run's model")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column")
+    p.add_argument("--output", type=Path, default=None, help="where to write the predictions (default: stdout)")
+    p = command("evaluate", _evaluate, "print a finished run's metrics on a labelled data file, as JSON")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("data", type=Path)
+    p = command("demo", _demo, "fine-tune the packaged MiniLM encoder on Rotten Tomatoes reviews (the main job)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _split_items(items: list[str]) -> tuple[str | None, list[str]]:
+    path = None
+    if items and "=" not in items[0]:
+        path, items = items[0], items[1:]
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise LobellError(f"'{bad[0]}' is not KEY=VALUE; only the first argument may be a config file")
+    return path, items
+
+
+def _config(args):
+    from lobell.config import load_config
+
+    path, overrides = _split_items(args.items)
+    return load_config(path, overrides)
+
+
+def _train(args) -> int:
+    from lobell.train.runner import train
+
+    train(_config(args), quiet=args.quiet)
+    return 0
+
+
+def _validate(args) -> int:
+    from lobell.validate import validate_run_config
+
+    cfg = _config(args)
+    for line in validate_run_config(cfg):
+        print(line)
+    return 0
+
+
+def _layers(args) -> int:
+    from lobell.validate import describe_layers
+
+    print(describe_layers(_config(args)))
+    return 0
+
+
+def _predict(args) -> int:
+    from lobell.predict import Predictor, read_prediction_inputs
+    from lobell.run_dir import atomic_write_text
+
+    predictor = Predictor.from_run(args.run_dir)
+    inputs, frame = read_prediction_inputs(predictor, args.input)
+    table = predictor.predict_table(inputs)
+    table.insert(0, predictor.input_column(), frame[predictor.input_column()].tolist())
+    text = table.to_csv(index=False)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.output, text)
+        print(f"wrote {len(table)} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from lobell.predict import Predictor
+
+    metrics = Predictor.from_run(args.run_dir).evaluate_file(args.data)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _demo(args) -> int:
+    from lobell.demo import run_demo
+
+    run_demo(args.overrides, quiet=args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Typed run configuration: every key, its default and why, in one place.
+
+A config is YAML plus dotted `key=value` overrides. Unknown keys are errors that suggest the nearest
+valid key; the resolved config (every default written out) is saved with each run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lobell.errors import LobellError, nearest
+
+TASKS = (
+    "text-classification",
+    "text-multi-label",
+    "text-regression",
+    "image-classification",
+    "image-multi-label",
+    "image-regression",
+)
+STRATEGIES = ("full", "feature-extraction", "gradual", "discriminative", "two-stage")
+
+
+class _Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class DataConfig(_Section):
+    train: Path | None = None  # csv, jsonl or parquet (image tasks: also a folder of class folders)
+    validation: Path | None = None  # optional: otherwise a stratified split of train
+    test: Path | None = None  # optional: evaluated with the best model at the end
+    text_column: str = "text"
+    label_column: str = "label"
+    # 10% is the usual hold-out for fine-tuning sets of a few thousand examples.
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    # None: the model's own limit (tokenizer.model_max_length, capped at 512).
+    max_length: int | None = Field(None, ge=8)
+    # Sort within large random buckets so batches hold texts of similar length: less padding.
+    group_by_length: bool = True
+    max_train_samples: int | None = Field(None, ge=1)  # a quick subset, taken after shuffling
+    max_eval_samples: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)  # tokenised text needs no workers; images do
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    # The head's LR; pre-trained groups get lr x their group scale (see strategy).
+    lr: float = Field(5e-5, gt=0, lt=10)
+    weight_decay: float = Field(0.01, ge=0)  # BERT's value; never applied to biases and norms
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop only
+    nesterov: bool = False  # sgd only
+
+
+class SchedulerConfig(_Section):
+    name: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # BERT's 10% warmup keeps early steps gentle
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int | None = Field(2, ge=1)  # None: never stop early
+    monitor: str = "accuracy"  # any metric name; losses and errors are minimised
+    min_delta: float = Field(0.0, ge=0)
+
+
+class StrategyConfig(_Section):
+    name: Literal["full", "feature-extraction", "gradual", "discriminative", "two-stage"] = "full"
+    # full/gradual: pre-trained groups train at lr x this (0.4 x 5e-5 = 2e-5, BERT's usual best).
+    backbone_lr_scale: float = Field(0.4, gt=0, le=1)
+    # discriminative: group LR = head LR x lr_decay ** (distance from the head); combinable.
+    lr_decay: float | None = Field(None, gt=0, le=1)
+    unfreeze_every: int = Field(1, ge=1)  # gradual: epochs between unfreezing one more group
+    max_groups: int | None = Field(None, ge=1)  # gradual: stop unfreezing at this many groups
+    frozen_epochs: int = Field(1, ge=1)  # two-stage: head-only epochs first
+    unfrozen_lr_factor: float = Field(0.5, gt=0, le=1)  # two-stage: all LRs x this afterwards
+    train_bn: bool = False  # frozen batch-norm layers keep their running statistics
+
+
+class LossConfig(_Section):
+    name: Literal["auto", "cross-entropy", "bce", "mse", "huber"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["none", "auto"] = "none"
+
+
+class Config(_Section):
+    task: Literal[TASKS] = "text-classification"  # type: ignore[valid-type]
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub name or local directory
+    data: DataConfig = DataConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    loss: LossConfig = LossConfig()
+    batch_size: int = Field(32, ge=1)  # 16-32 is the BERT paper's range
+    eval_batch_size: int | None = Field(None, ge=1)  # None: 2 x batch_size (no gradients kept)
+    epochs: int = Field(3, ge=1)  # 2-4 for BERT-like encoders
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    max_grad_norm: float | None = Field(1.0, gt=0)  # clip over trainable parameters
+    # auto: bf16 autocast where the CPU/GPU runs it fast, else fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    output_dir: Path | None = None  # None: runs/<task>-<timestamp>
+    log_every: int = Field(20, ge=1)  # steps between progress-bar loss updates
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Config:
+        if self.strategy.name == "two-stage" and self.strategy.frozen_epochs >= self.epochs:
+            raise ValueError(
+                f"strategy.frozen_epochs={self.strategy.frozen_epochs} leaves no epoch for the "
+                f"unfrozen stage of two-stage (epochs={self.epochs}); raise epochs or lower it"
+            )
+        return self
+
+    def resolved_output_dir(self) -> Path:
+        if self.output_dir is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.output_dir = Path("runs") / f"{self.task}-{stamp}"
+        return self.output_dir
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# Sections that accept a bare name as shorthand: `strategy: gradual` == `strategy: {name: gradual}`.
+_SHORTHAND = ("strategy", "optimizer", "scheduler", "loss")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (optional) and apply `key=value` overrides, then validate.
+
+    Raises:
+        LobellError: the file is missing or not YAML, an override is malformed, or a key or
+            value is invalid (the message names the key and suggests the nearest valid one).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LobellError(f"override '{item}' is not KEY=VALUE (e.g. optimizer.lr=3e-5)")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    return validate_config(raw, source=str(path) if path else "command line")
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    raw = _expand_shorthand(raw)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise LobellError(_explain(exc, source)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LobellError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise LobellError(f"config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LobellError(f"config file '{path}' must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _expand_shorthand(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw)
+    for key in _SHORTHAND:
+        if isinstance(raw.get(key), str):
+            raw[key] = {"name": raw[key]}
+    return raw
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in _SHORTHAND:
+            child = {"name": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    last = parts[-1]
+    if len(parts) == 1 and last in _SHORTHAND and isinstance(node.get(last), dict) and isinstance(value, str):
+        node[last]["name"] = value  # `strategy=gradual` keeps `strategy.unfreeze_every` from the file
+    else:
+        node[last] = value
+
+
+def _section_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    return list(model.model_fields)
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        hint = nearest(str(loc[-1]), _section_fields(loc[:-1]))
+        return f"{source}: unknown key '{key}'{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"{source}: {message}"
+    return f"{source}: {key}={error.get('input')!r} is invalid: {message}"

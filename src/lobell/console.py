@@ -1,0 +1,52 @@
+"""What a run prints: one console for messages and progress bars, silent off the main process."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class Reporter:
+    """Messages and progress bars for the main process; `quiet` keeps only the final summary."""
+
+    def __init__(self, quiet: bool = False, is_main: bool = True):
+        self.quiet = quiet or not is_main
+        self.is_main = is_main
+        self.console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, markup=False)
+
+    def result(self, message: str) -> None:
+        """A line that belongs to the run's outcome: printed even with --quiet."""
+        if self.is_main:
+            print(message, flush=True)
+
+    @contextmanager
+    def progress(self, description: str, total: int):
+        """A bar over `total` steps; `advance(n, **fields)` moves it. Invisible when quiet or not a TTY."""
+        if self.quiet or not self.console.is_terminal:
+            yield _NoBar()
+            return
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[status]}")]
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            task = bar.add_task(description, total=total, status="")
+            yield _Bar(bar, task)
+
+
+class _Bar:
+    def __init__(self, bar: Progress, task):
+        self.bar, self.task = bar, task
+
+    def advance(self, steps: int = 1, status: str | None = None) -> None:
+        self.bar.update(self.task, advance=steps, **({"status": status} if status is not None else {}))
+
+
+class _NoBar:
+    def advance(self, steps: int = 1, status: str | None = None) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Data: files -> checked columns and labels -> datasets -> batches."""

@@ -1,0 +1,106 @@
+"""Text data: tokenised once, padded per batch, batched by similar length."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+# The most tokens any encoder's position table is assumed to hold when the tokenizer says nothing
+# sensible (HF tokenizers report a huge sentinel when unknown).
+_MAX_POSITIONS_FALLBACK = 512
+# Group-by-length sorts within buckets of this many batches: enough to cut padding, still random.
+_BUCKET_BATCHES = 50
+
+
+def max_length_for(tokenizer, model_config, requested: int | None) -> int:
+    """The truncation length: the user's, else the smaller of tokenizer and position-table limits."""
+    if requested is not None:
+        return requested
+    limits = [_MAX_POSITIONS_FALLBACK]
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
+        limits.append(tokenizer.model_max_length)
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions:
+        limits.append(positions)
+    return min(limits)
+
+
+class TokenizedText(Dataset):
+    """Token ids for each text (no padding) and their targets."""
+
+    def __init__(self, tokenizer, texts: list[str], targets: np.ndarray, max_length: int):
+        encoded = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
+                            return_token_type_ids=False)
+        self.input_ids: list[list[int]] = encoded["input_ids"]
+        self.targets = targets
+        self.truncated = sum(len(ids) >= max_length for ids in self.input_ids)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input_ids": self.input_ids[index], "target": self.targets[index], "index": index}
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+class PadCollator:
+    """Pad a batch to its own longest sequence (dynamic padding), build the attention mask."""
+
+    def __init__(self, pad_token_id: int, target_dtype: torch.dtype = torch.long):
+        self.pad_token_id = pad_token_id
+        self.target_dtype = target_dtype
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(item["input_ids"]) for item in items)
+        input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, item in enumerate(items):
+            ids = item["input_ids"]
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        targets = torch.as_tensor(np.stack([np.asarray(item["target"]) for item in items]), dtype=self.target_dtype)
+        index = torch.tensor([item["index"] for item in items], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets, "index": index}
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Random batches of similar-length examples: shuffle, sort within buckets, shuffle batches.
+
+    Each pass draws a fresh order from (seed, epoch); `set_epoch` pins the epoch, so a resumed run
+    sees the same order. With `shuffle=False` batches are sorted by length (evaluation).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, shuffle: bool = True):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            yield from (order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size))
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        bucket = self.batch_size * _BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(order), bucket):
+            chunk = order[start : start + bucket]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
+        self.epoch += 1

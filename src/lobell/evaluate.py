@@ -1,0 +1,60 @@
+"""Metrics for each task kind, computed from gathered logits (scikit-learn does the arithmetic)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+# Metrics where lower is better; every other metric is maximised.
+MINIMISED = {"loss", "mae", "mse", "rmse", "wer", "cer"}
+MULTI_LABEL_THRESHOLD = 0.5
+
+
+def is_minimised(name: str) -> bool:
+    return name in MINIMISED
+
+
+def probabilities(logits: np.ndarray, problem: str) -> np.ndarray:
+    """Class probabilities (softmax), label probabilities (sigmoid), or the values (regression)."""
+    if problem == "classification":
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+    if problem == "multi-label":
+        return 1.0 / (1.0 + np.exp(-logits))
+    return logits.reshape(len(logits), -1)[:, 0] if logits.ndim > 1 and logits.shape[1] == 1 else logits
+
+
+def compute_metrics(logits: np.ndarray, targets: np.ndarray, problem: str,
+                    labels: list[str] | None = None) -> dict[str, float]:
+    """Headline metrics for the task; per-class details live in `classification_details`."""
+    if problem == "classification":
+        predictions = logits.argmax(axis=1)
+        return {"accuracy": float(skm.accuracy_score(targets, predictions)),
+                "f1_macro": float(skm.f1_score(targets, predictions, average="macro",
+                                               labels=list(range(logits.shape[1])), zero_division=0))}
+    if problem == "multi-label":
+        predictions = (probabilities(logits, problem) >= MULTI_LABEL_THRESHOLD).astype(int)
+        truth = targets.astype(int)
+        return {"accuracy": float(skm.accuracy_score(truth, predictions)),  # exact match of the label set
+                "f1_micro": float(skm.f1_score(truth, predictions, average="micro", zero_division=0)),
+                "f1_macro": float(skm.f1_score(truth, predictions, average="macro", zero_division=0))}
+    values = probabilities(logits, problem)
+    mse = float(skm.mean_squared_error(targets, values))
+    pearson = float(np.corrcoef(targets, values)[0, 1]) if len(targets) > 1 and np.std(values) > 0 else 0.0
+    return {"mae": float(skm.mean_absolute_error(targets, values)), "rmse": mse ** 0.5,
+            "r2": float(skm.r2_score(targets, values)) if len(targets) > 1 else 0.0, "pearson": pearson}
+
+
+def classification_details(logits: np.ndarray, targets: np.ndarray, problem: str,
+                           labels: list[str]) -> dict:
+    """Per-class precision/recall/F1 and (single-label) the confusion matrix."""
+    if problem == "classification":
+        predictions = logits.argmax(axis=1)
+        report = skm.classification_report(targets, predictions, labels=list(range(len(labels))),
+                                           target_names=labels, output_dict=True, zero_division=0)
+        matrix = skm.confusion_matrix(targets, predictions, labels=list(range(len(labels))))
+        return {"per_class": {k: report[k] for k in labels}, "confusion_matrix": matrix.tolist()}
+    predictions = (probabilities(logits, problem) >= MULTI_LABEL_THRESHOLD).astype(int)
+    f1 = skm.f1_score(targets.astype(int), predictions, average=None, zero_division=0)
+    return {"per_label_f1": {name: float(v) for name, v in zip(labels, f1)}}

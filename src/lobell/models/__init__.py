@@ -1,0 +1,1 @@
+"""Model adapters: one per source (transformers, timm, torchvision), each with a layer map."""

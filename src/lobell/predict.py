@@ -1,0 +1,90 @@
+"""Use a finished run: predictions and metrics from its `model/` folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from lobell.config import Config, load_config
+from lobell.console import Reporter
+from lobell.data.splits import Split, TargetEncoder, read_inputs_and_targets
+from lobell.errors import LobellError
+from lobell.evaluate import compute_metrics, probabilities
+from lobell.run_dir import check_run_dir
+from lobell.tasks import build_dataset, build_loader, load_adapter, parse_task
+from lobell.train.loop import predict_logits
+from lobell.train.runner import make_accelerator
+
+
+class Predictor:
+    """A trained model with its run's preprocessing, task and label names."""
+
+    def __init__(self, cfg: Config, adapter, labels: list[str] | None):
+        self.cfg = cfg
+        self.adapter = adapter
+        self.labels = labels
+        self.modality, self.problem = parse_task(cfg.task)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> Predictor:
+        run_dir = check_run_dir(Path(run_dir))
+        cfg = load_config(run_dir / "config.yaml")
+        model_dir = run_dir / "model"
+        info_path = model_dir / "lobell.json"
+        if not info_path.is_file():
+            raise LobellError(f"run folder '{run_dir}' has no model/lobell.json: the model folder is incomplete")
+        info = json.loads(info_path.read_text())
+        adapter = load_adapter(model_dir, info["modality"])
+        return cls(cfg, adapter, info.get("labels"))
+
+    def input_column(self) -> str:
+        return self.cfg.data.text_column
+
+    def logits(self, inputs: list, reporter: Reporter | None = None) -> np.ndarray:
+        """Raw outputs for `inputs`, in their order."""
+        width = 1 if self.labels is None else len(self.labels)
+        dummy = np.zeros((len(inputs), width) if self.problem == "multi-label" else len(inputs),
+                         dtype=np.int64 if self.problem == "classification" else np.float32)
+        dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), dummy, "input"))
+        accelerator = make_accelerator(self.cfg.precision)
+        loader = accelerator.prepare(build_loader(self.cfg, self.adapter, dataset, train=False))
+        model = accelerator.prepare_model(self.adapter.model, evaluation_mode=True)
+        logits, _, _ = predict_logits(accelerator, self.adapter, model, loader, reporter or Reporter(quiet=True),
+                                      description="predict")
+        self.adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        return logits
+
+    def predict_table(self, inputs: list, reporter: Reporter | None = None) -> pd.DataFrame:
+        """One row per input: the prediction and its probability (or the value, for regression)."""
+        logits = self.logits(inputs, reporter)
+        probs = probabilities(logits, self.problem)
+        if self.problem == "classification":
+            best = probs.argmax(axis=1)
+            return pd.DataFrame({"prediction": [self.labels[i] for i in best],
+                                 "probability": probs[np.arange(len(best)), best]})
+        if self.problem == "multi-label":
+            chosen = ["|".join(n for n, p in zip(self.labels, row) if p >= 0.5) for row in probs]
+            table = pd.DataFrame({"prediction": chosen})
+            for i, name in enumerate(self.labels):
+                table[f"probability_{name}"] = probs[:, i]
+            return table
+        return pd.DataFrame({"prediction": probs})
+
+    def evaluate_file(self, path: Path, reporter: Reporter | None = None) -> dict[str, float]:
+        inputs, raw, _ = read_inputs_and_targets(path, self.input_column(), self.cfg.data.label_column, self.problem)
+        targets = self._encode(raw, path)
+        logits = self.logits(inputs, reporter)
+        metrics = compute_metrics(logits, targets, self.problem, self.labels)
+        metrics["examples"] = len(inputs)
+        return metrics
+
+    def _encode(self, raw: list, path: Path) -> np.ndarray:
+        return TargetEncoder(self.problem, self.labels, self.cfg.data.label_column).encode(raw, path)
+
+
+def read_prediction_inputs(predictor: Predictor, path: Path) -> tuple[list, pd.DataFrame]:
+    """Inputs from a data file (labels not needed)."""
+    inputs, _, frame = read_inputs_and_targets(path, predictor.input_column(), None, predictor.problem)
+    return inputs, frame

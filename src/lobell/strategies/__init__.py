@@ -1,0 +1,1 @@
+"""Layer maps, freeze plans and per-group learning rates."""

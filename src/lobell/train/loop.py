@@ -1,0 +1,123 @@
+"""One training epoch, one evaluation pass, and early stopping: the loop fits on a screen."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from lobell.console import Reporter
+from lobell.errors import LobellError
+from lobell.evaluate import is_minimised
+from lobell.strategies.plans import freeze_batch_norm
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    samples: int
+    tokens: int
+    seconds: float
+    data_seconds: float
+    lrs: dict[str, float] = field(default_factory=dict)
+
+
+def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
+                *, max_grad_norm: float | None, train_bn: bool, reporter: Reporter, description: str,
+                step_offset: int = 0, lr_log: list | None = None) -> EpochStats:
+    """Run one pass over `loader`, stepping optimizer and schedule once per batch."""
+    model.train()
+    if not train_bn:
+        freeze_batch_norm(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total_loss, samples, tokens, data_time = 0.0, 0, 0, 0.0
+    start = tick = time.perf_counter()
+    with reporter.progress(description, len(loader)) as bar:
+        for step, batch in enumerate(loader):
+            data_time += time.perf_counter() - tick
+            logits = adapter.forward(model, batch)
+            loss = loss_fn(logits, batch["targets"])
+            if not torch.isfinite(loss):
+                raise LobellError(f"the loss became {loss.item()} at step {step_offset + step + 1} ({description}); "
+                                  f"lower optimizer.lr, set max_grad_norm, or use precision=fp32")
+            accelerator.backward(loss)
+            if max_grad_norm is not None:
+                accelerator.clip_grad_norm_(trainable, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if lr_log is not None:
+                lr_log.append({"step": step_offset + step + 1, **group_lrs(optimizer)})
+            total_loss += loss.item() * len(batch["targets"])
+            samples += len(batch["targets"])
+            if "attention_mask" in batch:
+                tokens += int(batch["attention_mask"].sum())
+            if step % 5 == 0:
+                bar.advance(min(5, len(loader) - step), status=f"loss {loss.item():.4f}")
+            tick = time.perf_counter()
+    seconds = time.perf_counter() - start
+    return EpochStats(total_loss / max(samples, 1), samples, tokens, seconds, data_time, group_lrs(optimizer))
+
+
+def group_lrs(optimizer) -> dict[str, float]:
+    """The current LR of each layer group (its decayed and non-decayed halves share one)."""
+    return {g["layer_group"]: g["lr"] for g in optimizer.param_groups}
+
+
+@torch.inference_mode()
+def predict_logits(accelerator: Accelerator, adapter, model, loader, reporter: Reporter,
+                   description: str = "evaluate") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, targets and dataset indices for every example exactly once, across all processes."""
+    model.eval()
+    outputs, targets, indices = [], [], []
+    with reporter.progress(description, len(loader)) as bar:
+        for batch in loader:
+            logits = adapter.forward(model, batch)
+            gathered = accelerator.gather_for_metrics((logits.float(), batch["targets"], batch["index"]))
+            outputs.append(gathered[0].cpu())
+            targets.append(gathered[1].cpu())
+            indices.append(gathered[2].cpu())
+            bar.advance()
+    logits_all = torch.cat(outputs).numpy()
+    order = np.argsort(torch.cat(indices).numpy(), kind="stable")
+    return logits_all[order], torch.cat(targets).numpy()[order], torch.cat(indices).numpy()[order]
+
+
+class EarlyStopping:
+    """Tracks the monitored metric; says when it improved and when patience has run out."""
+
+    def __init__(self, monitor: str, patience: int | None, min_delta: float = 0.0):
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
+        self.sign = -1.0 if is_minimised(monitor) else 1.0
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def update(self, metrics: dict[str, float], epoch: int) -> bool:
+        """Record this epoch's metrics; return True when they are the best so far."""
+        score = self.sign * metrics[self.monitor]
+        if score > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    @property
+    def best_value(self) -> float:
+        return self.sign * self.best
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]

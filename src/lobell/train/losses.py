@@ -1,0 +1,54 @@
+"""Loss functions: the right one for the task kind by default, class weights from label counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lobell.config import LossConfig
+from lobell.errors import LobellError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DEFAULT_LOSS = {"classification": "cross-entropy", "multi-label": "bce", "regression": "mse"}
+ALLOWED = {"classification": {"cross-entropy", "bce"}, "multi-label": {"bce"}, "regression": {"mse", "huber"}}
+
+
+def resolve_loss_name(cfg: LossConfig, problem: str) -> str:
+    name = DEFAULT_LOSS[problem] if cfg.name == "auto" else cfg.name
+    if name not in ALLOWED[problem]:
+        raise LobellError(f"loss.name={name!r} does not fit a {problem} task; use one of {sorted(ALLOWED[problem])}")
+    return name
+
+
+def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, normalised so a balanced set gets weight 1 for every class."""
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    weights = len(targets) / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def build_loss(cfg: LossConfig, problem: str, train_targets: np.ndarray, num_outputs: int) -> LossFn:
+    name = resolve_loss_name(cfg, problem)
+    weight = None
+    if cfg.class_weights == "auto":
+        if problem != "classification":
+            raise LobellError("loss.class_weights=auto needs a classification task")
+        weight = class_weights(train_targets, num_outputs)
+    if name == "cross-entropy":
+        def cross_entropy(logits, targets):
+            w = weight.to(logits.device) if weight is not None else None
+            return F.cross_entropy(logits.float(), targets, weight=w, label_smoothing=cfg.label_smoothing)
+        return cross_entropy
+    if name == "bce":
+        def bce(logits, targets):
+            if problem == "classification":
+                targets = F.one_hot(targets, logits.shape[1]).float()
+                if cfg.label_smoothing:
+                    targets = targets * (1 - cfg.label_smoothing) + cfg.label_smoothing / logits.shape[1]
+            return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+        return bce
+    regression = F.mse_loss if name == "mse" else F.huber_loss
+    return lambda logits, targets: regression(logits.float().reshape(-1), targets.float().reshape(-1))

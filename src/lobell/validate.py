@@ -1,0 +1,47 @@
+"""`lobell validate` and `lobell layers`: check a config and show the layer map without loading weights."""
+
+from __future__ import annotations
+
+import torch
+
+from lobell.config import Config
+from lobell.data.splits import load_splits
+from lobell.strategies.plans import build_plan
+from lobell.tasks import build_adapter, parse_task
+
+
+def skeleton_adapter(cfg: Config, labels: list[str] | None):
+    """The model's structure on the meta device: every shape, no weights read, no memory used."""
+    modality, problem = parse_task(cfg.task)
+    with torch.device("meta"):
+        return build_adapter(cfg, modality, problem, labels or ["a", "b"], weights=False)
+
+
+def validate_run_config(cfg: Config) -> list[str]:
+    """Check keys, values, data files, columns, labels, model and freeze plan; return a summary."""
+    _, problem = parse_task(cfg.task)
+    lines = [f"config ok: task {cfg.task}, model {cfg.model}, strategy {cfg.strategy.name}"]
+    labels = None
+    if cfg.data.train is not None:
+        splits = load_splits(cfg.data, problem, cfg.seed)
+        labels = splits.labels
+        sizes = f"train {len(splits.train)}, validation {len(splits.validation)}"
+        if splits.test is not None:
+            sizes += f", test {len(splits.test)}"
+        lines.append(f"data ok: {sizes}" + (f"; {len(labels)} labels: {', '.join(labels[:10])}" if labels else ""))
+    adapter = skeleton_adapter(cfg, labels)
+    plan = build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
+    lines.append(f"model ok: {len(adapter.layer_map)} layer groups; plan: "
+                 + "; ".join(f"{s.name} x{s.epochs} epoch(s)" for s in plan))
+    return lines
+
+
+def describe_layers(cfg: Config) -> str:
+    """The layer map as a table: index, name, parameters, trainable in the plan's first stage."""
+    adapter = skeleton_adapter(cfg, None)
+    plan = build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
+    first = set(plan[0].trainable)
+    rows = [f"{adapter.layer_map.source}", f"{'#':>3}  {'group':<44} {'parameters':>12}  trainable (stage 1: {plan[0].name})"]
+    for i, group in enumerate(adapter.layer_map.groups):
+        rows.append(f"{i:>3}  {group.name:<44} {group.num_params(adapter.model):>12,}  {'yes' if i in first else 'no'}")
+    return "\n".join(rows)
