@@ -56,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("evaluate", _evaluate, "print a finished run's metrics on a labelled data file, as JSON")
     p.add_argument("run_dir", type=Path)
     p.add_argument("data", type=Path)
-    p = command("demo", _demo, "fine-tune the packaged MiniLM encoder on Rotten Tomatoes reviews (the main job)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p = command("demo", _demo, "run a built-in example on real data and real pre-trained weights "
+                "(text: MiniLM on Rotten Tomatoes reviews)")
+    p.add_argument("items", nargs="*", metavar="[NAME] KEY=VALUE", help="the demo's name (default: text), then overrides")
     p.add_argument("--quiet", action="store_true")
     return parser
 
@@ -130,7 +131,8 @@ def _evaluate(args) -> int:
 def _demo(args) -> int:
     from lobell.demo import run_demo
 
-    run_demo(args.overrides, quiet=args.quiet)
+    name, overrides = _split_items(args.items)
+    run_demo(name or "text", overrides, quiet=args.quiet)
     return 0
 
 

