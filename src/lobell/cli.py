@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     command("layers", _layers, "print the model's layer map: groups, parameter counts, what trains", config=True)
     p = command("predict", _predict, "predict with a finished run's model")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column")
+    p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column, or (image "
+                   "tasks) a folder of images")
     p.add_argument("--output", type=Path, default=None, help="where to write the predictions (default: stdout)")
     p = command("evaluate", _evaluate, "print a finished run's metrics on a labelled data file, as JSON")
     p.add_argument("run_dir", type=Path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -47,6 +47,14 @@ class DataConfig(_Section):
     max_train_samples: int | None = Field(None, ge=1)  # a quick subset, taken after shuffling
     max_eval_samples: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)  # tokenised text needs no workers; images do
+    # Image tasks: the column of a CSV/JSONL that holds image paths (relative to that file).
+    image_column: str = "image"
+    # None: the model's own pretrained input size (timm's pretrained_cfg, torchvision's weights
+    # meta). Smaller sizes train much faster on a CPU (64 px is ~10x cheaper than 224 px).
+    image_size: int | None = Field(None, ge=16, le=1024)
+    # False: an unreadable, corrupt or empty image stops the run with one error naming the file,
+    # since silently training on less data hides broken datasets; True skips and counts them.
+    skip_bad_images: bool = False
 
 
 class OptimizerConfig(_Section):
@@ -88,6 +96,27 @@ class LossConfig(_Section):
     class_weights: Literal["none", "auto"] = "none"
 
 
+class HeadConfig(_Section):
+    """New layers between the backbone's pooled features and the output (the L of LO-BELL)."""
+
+    # One 512-wide hidden layer, as in the source notes' `Dense(512, activation='relu')`.
+    hidden: list[int] = Field(default_factory=lambda: [512])
+    # 0.2: MobileNetV2's and EfficientNet-B0's own classifier dropout.
+    dropout: float = Field(0.2, ge=0, lt=1)
+    batch_norm: bool = True  # normalises the new layer's inputs, so a fresh head trains stably at a high LR
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+
+
+class MixupConfig(_Section):
+    """Mixup / CutMix on training batches (timm's names); both alphas 0 = off."""
+
+    # Off by default: they help long runs on small data sets but slow the first epochs' progress.
+    mixup_alpha: float = Field(0.0, ge=0)  # timm's recipes use 0.2-0.8
+    cutmix_alpha: float = Field(0.0, ge=0)  # timm's recipes use 1.0
+    prob: float = Field(1.0, ge=0, le=1)  # chance that a batch is mixed at all
+    switch_prob: float = Field(0.5, ge=0, le=1)  # with both alphas set: chance of CutMix over Mixup
+
+
 class Config(_Section):
     task: Literal[TASKS] = "text-classification"  # type: ignore[valid-type]
     model: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub name or local directory
@@ -106,6 +135,17 @@ class Config(_Section):
     seed: int = 0
     output_dir: Path | None = None  # None: runs/<task>-<timestamp>
     log_every: int = Field(20, ge=1)  # steps between progress-bar loss updates
+    # Image models: None loads the pre-trained weights the model name stands for (a packaged copy,
+    # the torch/HF cache, or a download); a path loads a local weights file or folder; `random`
+    # trains from scratch (for baselines and tests, not for fine-tuning).
+    model_weights: str | None = None
+    # None: the backbone's own head shape with a new output layer; a section adds new layers.
+    head: HeadConfig | None = None
+    # Image training augmentation (docs/vision.md): light = random-resized crop (scale 0.5-1) and
+    # horizontal flip, mild enough not to pull images far from what the backbone saw in
+    # pre-training; none = the evaluation transform; strong adds TrivialAugment and random erasing.
+    augment: Literal["none", "light", "strong"] = "light"
+    mixup: MixupConfig = MixupConfig()
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:
@@ -116,10 +156,30 @@ class Config(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_image_keys(self) -> Config:
+        modality, _, problem = self.task.partition("-")
+        mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
+        if modality != "image":
+            image_only = {"model_weights": self.model_weights is not None, "augment": self.augment != "light",
+                          "mixup": mixing, "data.image_size": self.data.image_size is not None}
+            used = [key for key, set_ in image_only.items() if set_]
+            if used:
+                raise ValueError(f"{used[0]} applies to image tasks, not task={self.task}")
+        if mixing and problem == "regression":
+            raise ValueError("mixup/cutmix mixes class labels: use it with image-classification or image-multi-label")
+        if mixing and problem == "classification" and self.loss.name == "bce":
+            raise ValueError("mixup/cutmix gives soft targets: use loss.name=cross-entropy (or auto) with it")
+        return self
+
     def resolved_output_dir(self) -> Path:
         if self.output_dir is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            self.output_dir = Path("runs") / f"{self.task}-{stamp}"
+            candidate, n = Path("runs") / f"{self.task}-{stamp}", 1
+            while candidate.exists():
+                n += 1
+                candidate = Path("runs") / f"{self.task}-{stamp}-{n}"
+            self.output_dir = candidate
         return self.output_dir
 
     def to_yaml(self) -> str:
@@ -201,6 +261,9 @@ def _section_fields(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
+        # An optional section (`head: HeadConfig | None`) suggests keys of the section itself.
+        annotation = next((a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                          annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 from lobell.config import Config, load_config
 from lobell.console import Reporter
-from lobell.data.splits import Split, TargetEncoder, read_inputs_and_targets
+from lobell.data.splits import Split, TargetEncoder
 from lobell.errors import LobellError
 from lobell.evaluate import compute_metrics, probabilities
 from lobell.run_dir import check_run_dir
-from lobell.tasks import build_dataset, build_loader, load_adapter, parse_task
+from lobell.tasks import build_dataset, build_loader, data_reader, input_column, load_adapter, parse_task
 from lobell.train.loop import predict_logits
 from lobell.train.runner import make_accelerator
 
@@ -40,7 +40,7 @@ class Predictor:
         return cls(cfg, adapter, info.get("labels"))
 
     def input_column(self) -> str:
-        return self.cfg.data.text_column
+        return input_column(self.cfg, self.modality)
 
     def logits(self, inputs: list, reporter: Reporter | None = None) -> np.ndarray:
         """Raw outputs for `inputs`, in their order."""
@@ -73,7 +73,9 @@ class Predictor:
         return pd.DataFrame({"prediction": probs})
 
     def evaluate_file(self, path: Path, reporter: Reporter | None = None) -> dict[str, float]:
-        inputs, raw, _ = read_inputs_and_targets(path, self.input_column(), self.cfg.data.label_column, self.problem)
+        read = data_reader(self.cfg, self.modality)
+        inputs, raw, _ = read(path, self.input_column(), self.cfg.data.label_column, self.problem)
+        _report_skipped(read)
         targets = self._encode(raw, path)
         logits = self.logits(inputs, reporter)
         metrics = compute_metrics(logits, targets, self.problem, self.labels)
@@ -85,6 +87,14 @@ class Predictor:
 
 
 def read_prediction_inputs(predictor: Predictor, path: Path) -> tuple[list, pd.DataFrame]:
-    """Inputs from a data file (labels not needed)."""
-    inputs, _, frame = read_inputs_and_targets(path, predictor.input_column(), None, predictor.problem)
+    """Inputs from a data file, or (images) a folder of images; labels are not needed."""
+    read = data_reader(predictor.cfg, predictor.modality)
+    inputs, _, frame = read(path, predictor.input_column(), None, predictor.problem)
+    _report_skipped(read)
     return inputs, frame
+
+
+def _report_skipped(read) -> None:
+    """Images skipped under data.skip_bad_images are left out of the output: say so on stderr."""
+    for note in getattr(read, "notes", lambda: [])():
+        Reporter().log(note)

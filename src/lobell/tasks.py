@@ -27,6 +27,12 @@ def build_adapter(cfg: Config, modality: str, problem: str, labels: list[str] | 
         from lobell.models.text import TextAdapter
 
         return TextAdapter.from_pretrained(cfg.model, num_outputs(problem, labels), problem, labels, weights=weights)
+    if modality == "image":
+        from lobell.models.vision import VisionAdapter
+
+        head = cfg.head.model_dump() if cfg.head is not None else None
+        return VisionAdapter.from_pretrained(cfg.model, num_outputs(problem, labels), weights=cfg.model_weights,
+                                             head=head, image_size=cfg.data.image_size, load_weights=weights)
     raise LobellError(f"task '{cfg.task}' is not available in this version of lobell")
 
 
@@ -35,6 +41,10 @@ def load_adapter(model_dir, modality: str):
         from lobell.models.text import TextAdapter
 
         return TextAdapter.load(model_dir)
+    if modality == "image":
+        from lobell.models.vision import VisionAdapter
+
+        return VisionAdapter.load(model_dir)
     raise LobellError(f"run folder model '{model_dir}' has unknown modality '{modality}'")
 
 
@@ -44,6 +54,10 @@ def build_dataset(cfg: Config, adapter, split: Split, max_length: int | None = N
 
         length = max_length or max_length_for(adapter.tokenizer, adapter.model.config, cfg.data.max_length)
         return TokenizedText(adapter.tokenizer, split.inputs, split.targets, length)
+    if adapter.modality == "image":
+        from lobell.data.image import ImageDataset
+
+        return ImageDataset(split.inputs, split.targets, adapter.preprocessing.eval_transform())
     raise LobellError(f"modality '{adapter.modality}' has no dataset builder")
 
 
@@ -62,7 +76,53 @@ def build_loader(cfg: Config, adapter, dataset, train: bool) -> DataLoader:
             return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
         sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers)
+    if adapter.modality == "image":
+        return _image_loader(cfg, adapter, dataset, train, batch_size)
     raise LobellError(f"modality '{adapter.modality}' has no loader builder")
 
 
-__all__ = ["parse_task", "build_adapter", "load_adapter", "build_dataset", "build_loader", "Splits"]
+def _image_loader(cfg: Config, adapter, dataset, train: bool, batch_size: int) -> DataLoader:
+    """Training: augmented, reshuffled each epoch, optionally mixed; evaluation: in order, as the model expects."""
+    import torch
+
+    from lobell.data.image import ImageCollator, MixBatches, ShuffledBatches
+
+    collate = ImageCollator(torch.long if dataset.targets.dtype.kind == "i" else torch.float32)
+    workers = {"num_workers": cfg.data.num_workers, "persistent_workers": cfg.data.num_workers > 0,
+               "pin_memory": torch.cuda.is_available()}
+    if not train:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **workers)
+    mix = cfg.mixup
+    if mix.mixup_alpha > 0 or mix.cutmix_alpha > 0:
+        collate = MixBatches(collate, adapter.num_outputs, mix.mixup_alpha, mix.cutmix_alpha, mix.prob, mix.switch_prob)
+    augmented = dataset.with_transform(adapter.preprocessing.train_transform(cfg.augment))
+    sampler = ShuffledBatches(len(dataset), batch_size, seed=cfg.seed)
+    return DataLoader(augmented, batch_sampler=sampler, collate_fn=collate, **workers)
+
+
+def data_reader(cfg: Config, modality: str):
+    """The `read` function of `load_splits` for the modality: text tables, or images."""
+    if modality == "image":
+        from lobell.data.image import ImageReader
+
+        return ImageReader(skip_bad=cfg.data.skip_bad_images)
+    from lobell.data.splits import read_inputs_and_targets
+
+    return read_inputs_and_targets
+
+
+def input_column(cfg: Config, modality: str) -> str:
+    return cfg.data.image_column if modality == "image" else cfg.data.text_column
+
+
+def load_task_splits(cfg: Config, modality: str, problem: str) -> Splits:
+    """`load_splits` with the modality's reader and input column; notes say what was skipped."""
+    from lobell.data.splits import load_splits
+
+    read = data_reader(cfg, modality)
+    splits = load_splits(cfg.data, problem, cfg.seed, input_column=input_column(cfg, modality), read=read)
+    splits.notes.extend(read.notes() if hasattr(read, "notes") else [])
+    return splits
+
+
+__all__ = ["parse_task", "build_adapter", "load_adapter", "build_dataset", "build_loader", "load_task_splits", "Splits"]

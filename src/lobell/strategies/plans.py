@@ -47,15 +47,9 @@ def build_plan(cfg: StrategyConfig, layer_map: LayerMap, epochs: int) -> list[St
     if cfg.max_groups is not None and cfg.max_groups > n:
         raise LobellError(f"strategy.max_groups={cfg.max_groups} but the model has only {n} layer groups "
                           f"(see `lobell layers`)")
-    decay = cfg.lr_decay if cfg.lr_decay is not None else (DEFAULT_LR_DECAY if cfg.name == "discriminative" else None)
 
     def scales(groups: list[int], factor: float = 1.0) -> dict[int, float]:
-        out = {}
-        for g in groups:
-            distance = head - g
-            scale = 1.0 if distance == 0 else (decay ** distance if decay else cfg.backbone_lr_scale)
-            out[g] = scale * factor
-        return out
+        return group_lr_scales(cfg, n, groups, factor)
 
     everything = list(range(n))
     if cfg.name == "feature-extraction":
@@ -67,6 +61,18 @@ def build_plan(cfg: StrategyConfig, layer_map: LayerMap, epochs: int) -> list[St
         return [Stage("head only", cfg.frozen_epochs, [head], scales([head])),
                 Stage("all groups", rest, everything, scales(everything, cfg.unfrozen_lr_factor))]
     return _gradual(cfg, n, epochs, scales)
+
+
+def group_lr_scales(cfg: StrategyConfig, num_groups: int, groups: list[int], factor: float = 1.0) -> dict[int, float]:
+    """LR multipliers: 1 for the head; pre-trained groups lr_decay ** distance or backbone_lr_scale."""
+    decay = cfg.lr_decay if cfg.lr_decay is not None else (DEFAULT_LR_DECAY if cfg.name == "discriminative" else None)
+    head = num_groups - 1
+    out = {}
+    for g in groups:
+        distance = head - g
+        scale = 1.0 if distance == 0 else (decay ** distance if decay else cfg.backbone_lr_scale)
+        out[g] = scale * factor
+    return out
 
 
 def _gradual(cfg: StrategyConfig, n: int, epochs: int, scales) -> list[Stage]:

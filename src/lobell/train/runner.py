@@ -13,11 +13,11 @@ from accelerate.utils import set_seed
 
 from lobell.config import Config
 from lobell.console import Reporter
-from lobell.data.splits import Splits, load_splits
+from lobell.data.splits import Splits
 from lobell.evaluate import compute_metrics
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, atomic_write_text
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
-from lobell.tasks import build_adapter, build_dataset, build_loader, num_outputs, parse_task
+from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
 from lobell.train.losses import build_loss
 from lobell.train.loop import EarlyStopping, predict_logits, train_epoch
 from lobell.train.optim import build_optimizer, build_scheduler
@@ -48,7 +48,7 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
 
     # 2. Data, then the backbone with its new head and its own preprocessing.
     modality, problem = parse_task(cfg.task)
-    splits = splits or load_splits(cfg.data, problem, cfg.seed)
+    splits = splits or load_task_splits(cfg, modality, problem)
     for note in splits.notes:
         reporter.log(note)
     adapter = adapter or build_adapter(cfg, modality, problem, splits.labels)
