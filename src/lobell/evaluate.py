@@ -58,3 +58,33 @@ def classification_details(logits: np.ndarray, targets: np.ndarray, problem: str
     predictions = (probabilities(logits, problem) >= MULTI_LABEL_THRESHOLD).astype(int)
     f1 = skm.f1_score(targets.astype(int), predictions, average=None, zero_division=0)
     return {"per_label_f1": {name: float(v) for name, v in zip(labels, f1)}}
+
+
+def write_predictions(path, inputs: list, logits: np.ndarray, targets: np.ndarray, problem: str,
+                      labels: list[str] | None, loss_fn) -> None:
+    """One JSON line per example: input, target, prediction, probability and its own loss.
+
+    The report reads it for the confusion matrix and the top-loss examples.
+    """
+    import json
+
+    import torch
+
+    from lobell.run_dir import atomic_write_text
+
+    probs = probabilities(logits, problem)
+    lines = []
+    for i, item in enumerate(inputs):
+        loss = float(loss_fn(torch.from_numpy(logits[i : i + 1]), torch.from_numpy(targets[i : i + 1])))
+        record = {"index": i, "input": str(item), "loss": loss}
+        if problem == "classification":
+            record.update(target=labels[int(targets[i])], prediction=labels[int(probs[i].argmax())],
+                          probability=float(probs[i].max()))
+        elif problem == "multi-label":
+            record.update(target=[n for n, t in zip(labels, targets[i]) if t >= 0.5],
+                          prediction=[n for n, p in zip(labels, probs[i]) if p >= MULTI_LABEL_THRESHOLD],
+                          probabilities=[float(p) for p in probs[i]])
+        else:
+            record.update(target=float(targets[i]), prediction=float(probs[i]))
+        lines.append(json.dumps(record))
+    atomic_write_text(path, "\n".join(lines) + "\n")

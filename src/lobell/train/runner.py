@@ -14,7 +14,7 @@ from accelerate.utils import set_seed
 from lobell.config import Config
 from lobell.console import Reporter
 from lobell.data.splits import Splits
-from lobell.evaluate import compute_metrics
+from lobell.evaluate import compute_metrics, write_predictions
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, atomic_write_text
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
 from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
@@ -115,11 +115,13 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     if best_state is not None:
         model.load_state_dict(best_state)
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    results = {"before": before, "best_epoch": stopper.best_epoch,
-               "validation": _evaluate(accelerator, adapter, model, prepared["validation"], problem, loss_fn, reporter,
-                                       splits.labels)}
-    if "test" in prepared:
-        results["test"] = _evaluate(accelerator, adapter, model, prepared["test"], problem, loss_fn, reporter, splits.labels)
+    results = {"before": before, "best_epoch": stopper.best_epoch}
+    outputs = {}
+    for name in ("validation", "test"):
+        if name in prepared:
+            logits, targets, _ = predict_logits(accelerator, adapter, model, prepared[name], reporter)
+            results[name] = _metrics(logits, targets, problem, loss_fn, splits.labels)
+            outputs[name] = (logits, targets)
     timing = _timing(timing, time.perf_counter() - started)
     results["timing"] = timing
     if accelerator.is_main_process:
@@ -128,6 +130,10 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
         atomic_write_json(run_dir / "stages.json", stages_log)
         atomic_write_json(run_dir / "lrs.json", lr_log)
         atomic_write_json(run_dir / "metrics.json", results)
+        for name, (logits, targets) in outputs.items():
+            split = getattr(splits, name)
+            write_predictions(run_dir / f"predictions_{name}.jsonl", split.inputs, logits, targets, problem,
+                              splits.labels, loss_fn)
     accelerator.wait_for_everyone()
     _summary(reporter, results, monitor, timing, run_dir)
     return RunResult(run_dir, results)
@@ -159,6 +165,10 @@ def _monitor(cfg: Config, problem: str) -> str:
 
 def _evaluate(accelerator, adapter, model, loader, problem, loss_fn, reporter, labels) -> dict[str, float]:
     logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter)
+    return _metrics(logits, targets, problem, loss_fn, labels)
+
+
+def _metrics(logits, targets, problem, loss_fn, labels) -> dict[str, float]:
     metrics = compute_metrics(logits, targets, problem, labels)
     metrics["loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
     return metrics
