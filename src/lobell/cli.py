@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("train", _train, "fine-tune a model as the config says", config=True)
     p.add_argument("--quiet", action="store_true", help="print only the final results")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="train on N processes through `accelerate launch` (GPUs if present, else CPU/gloo)")
     command("validate", _validate, "check a config (keys, values, data columns) without loading weights", config=True)
     command("layers", _layers, "print the model's layer map: groups, parameter counts, what trains", config=True)
     p = command("predict", _predict, "predict with a finished run's model")
@@ -61,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
                 "(text: MiniLM on Rotten Tomatoes reviews)")
     p.add_argument("items", nargs="*", metavar="[NAME] KEY=VALUE", help="the demo's name (default: text), then overrides")
     p.add_argument("--quiet", action="store_true")
+    p = command("report", _report, "(re)build a finished run's report.html and model card (model/README.md)")
+    p.add_argument("run_dir", type=Path)
+    p = command("export", _export, "write a finished run's model as ONNX (checked against PyTorch) or safetensors")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", required=True, choices=("onnx", "safetensors"), dest="export_format")
+    p.add_argument("--output", type=Path, default=None, help="the file to write (default: RUN_DIR/export/model.FORMAT)")
+    p = command("compare", _compare, "train each strategy (x seeds) on the same data; write comparison.html/.json",
+                config=True)
+    p.add_argument("--strategies", required=True, help="comma-separated, e.g. feature-extraction,gradual,full")
+    p.add_argument("--seeds", type=int, default=1, help="runs per strategy, seeds seed..seed+N-1 (default 1)")
+    p.add_argument("--quiet", action="store_true", help="print only each run's results and the comparison")
     return parser
 
 
@@ -84,8 +98,34 @@ def _config(args):
 def _train(args) -> int:
     from lobell.train.runner import train
 
+    if args.processes and args.processes > 1:
+        from lobell.launch import launch
+
+        return launch(args.processes, _relaunch_args(args))
+    if args.resume is not None:
+        from lobell.config import load_config
+
+        path, overrides = _split_items(args.items)
+        if path or overrides:
+            raise LobellError("--resume continues the run as it was configured; give no config or overrides with it")
+        config_path = args.resume / "config.yaml"
+        if not config_path.is_file():
+            raise LobellError(f"run folder '{args.resume}' has no config.yaml: it is not a lobell run folder")
+        cfg = load_config(config_path, [f"output_dir={args.resume}"])
+        train(cfg, quiet=args.quiet, resume=True)
+        return 0
     train(_config(args), quiet=args.quiet)
     return 0
+
+
+def _relaunch_args(args) -> list[str]:
+    """The same `lobell train` command line, minus --processes, for each launched process."""
+    relaunched = ["train", *args.items]
+    if args.quiet:
+        relaunched.append("--quiet")
+    if args.resume is not None:
+        relaunched += ["--resume", str(args.resume)]
+    return relaunched
 
 
 def _validate(args) -> int:
@@ -134,6 +174,35 @@ def _demo(args) -> int:
 
     name, overrides = _split_items(args.items)
     run_demo(name or "text", overrides, quiet=args.quiet)
+    return 0
+
+
+def _report(args) -> int:
+    from lobell.report import write_model_card, write_report
+
+    if (args.run_dir / "model").is_dir():
+        print(f"model card: {write_model_card(args.run_dir)}")
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def _export(args) -> int:
+    from lobell.export import export_run
+
+    result = export_run(args.run_dir, args.export_format, args.output)
+    print(f"wrote {result.path}")
+    if result.max_abs_difference is not None:
+        print(f"dynamic axes: {', '.join(result.dynamic_axes)}; onnxruntime vs PyTorch on {result.inputs_checked} "
+              f"real inputs, batches of several sizes: max abs difference {result.max_abs_difference:.3e}")
+    return 0
+
+
+def _compare(args) -> int:
+    from lobell.compare import compare
+
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    result = compare(_config(args), strategies, seeds=args.seeds, quiet=args.quiet)
+    print(f"comparison: {result.html_path} and {result.json_path}")
     return 0
 
 

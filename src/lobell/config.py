@@ -117,6 +117,12 @@ class MixupConfig(_Section):
     switch_prob: float = Field(0.5, ge=0, le=1)  # with both alphas set: chance of CutMix over Mixup
 
 
+class CheckpointConfig(_Section):
+    # Every epoch always checkpoints; also every N optimizer steps when set (long epochs).
+    every_steps: int | None = Field(None, ge=1)
+    keep: int = Field(2, ge=1)  # the newest N step checkpoints stay, plus the best weights
+
+
 class Config(_Section):
     task: Literal[TASKS] = "text-classification"  # type: ignore[valid-type]
     model: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub name or local directory
@@ -135,6 +141,7 @@ class Config(_Section):
     seed: int = 0
     output_dir: Path | None = None  # None: runs/<task>-<timestamp>
     log_every: int = Field(20, ge=1)  # steps between progress-bar loss updates
+    checkpoint: CheckpointConfig = CheckpointConfig()
     # Image models: None loads the pre-trained weights the model name stands for (a packaged copy,
     # the torch/HF cache, or a download); a path loads a local weights file or folder; `random`
     # trains from scratch (for baselines and tests, not for fine-tuning).
@@ -146,6 +153,10 @@ class Config(_Section):
     # pre-training; none = the evaluation transform; strong adds TrivialAugment and random erasing.
     augment: Literal["none", "light", "strong"] = "light"
     mixup: MixupConfig = MixupConfig()
+    # Metrics, group LRs and this config to TensorBoard (RUN_DIR/tensorboard) or MLflow through
+    # Accelerate's trackers. Off by default: the run folder already holds every number, and each
+    # tracker is an extra package (`pip install "lobell[tracking]"`).
+    tracking: Literal["none", "tensorboard", "mlflow"] = "none"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:
@@ -161,8 +172,10 @@ class Config(_Section):
         modality, _, problem = self.task.partition("-")
         mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
         if modality != "image":
+            # `head` too: a text model's custom head needs TextAdapter to save and reload it (not yet).
             image_only = {"model_weights": self.model_weights is not None, "augment": self.augment != "light",
-                          "mixup": mixing, "data.image_size": self.data.image_size is not None}
+                          "mixup": mixing, "data.image_size": self.data.image_size is not None,
+                          "head": self.head is not None}
             used = [key for key, set_ in image_only.items() if set_]
             if used:
                 raise ValueError(f"{used[0]} applies to image tasks, not task={self.task}")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+T = TypeVar("T")
 
 
 class Reporter:
@@ -37,6 +41,14 @@ class Reporter:
         with Progress(*columns, console=self.console, transient=True) as bar:
             task = bar.add_task(description, total=total, status="")
             yield _Bar(bar, task)
+
+    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+        """`items`, one at a time, behind a bar (tokenising chunks, caching features, prediction
+        batches); plain iteration when quiet or not a TTY. `total` defaults to `len(items)`."""
+        with self.progress(description, len(items) if total is None else total) as bar:
+            for item in items:
+                yield item
+                bar.advance()
 
 
 class _Bar:

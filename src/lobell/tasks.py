@@ -61,6 +61,14 @@ def build_dataset(cfg: Config, adapter, split: Split, max_length: int | None = N
     raise LobellError(f"modality '{adapter.modality}' has no dataset builder")
 
 
+def own_generator():
+    """A loader's own generator: starting an epoch then draws nothing from the global RNG, so a
+    resumed run's RNG (restored from the checkpoint) matches the uninterrupted run's exactly."""
+    import torch
+
+    return torch.Generator().manual_seed(0)
+
+
 def build_loader(cfg: Config, adapter, dataset, train: bool) -> DataLoader:
     """Batches for training (shuffled) or evaluation (sorted by length: least padding)."""
     batch_size = cfg.batch_size if train else (cfg.eval_batch_size or 2 * cfg.batch_size)
@@ -72,10 +80,13 @@ def build_loader(cfg: Config, adapter, dataset, train: bool) -> DataLoader:
         target_dtype = torch.long if dataset.targets.dtype.kind == "i" else torch.float32
         collate = PadCollator(adapter.tokenizer.pad_token_id or 0, target_dtype)
         if train and not cfg.data.group_by_length:
-            generator = torch.Generator().manual_seed(cfg.seed)
-            return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
-        sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers)
+            from lobell.data.image import ShuffledBatches
+
+            sampler = ShuffledBatches(len(dataset), batch_size, seed=cfg.seed)
+        else:
+            sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+                          generator=own_generator())
     if adapter.modality == "image":
         return _image_loader(cfg, adapter, dataset, train, batch_size)
     raise LobellError(f"modality '{adapter.modality}' has no loader builder")
@@ -89,7 +100,7 @@ def _image_loader(cfg: Config, adapter, dataset, train: bool, batch_size: int) -
 
     collate = ImageCollator(torch.long if dataset.targets.dtype.kind == "i" else torch.float32)
     workers = {"num_workers": cfg.data.num_workers, "persistent_workers": cfg.data.num_workers > 0,
-               "pin_memory": torch.cuda.is_available()}
+               "pin_memory": torch.cuda.is_available(), "generator": own_generator()}
     if not train:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **workers)
     mix = cfg.mixup

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,21 +29,27 @@ class EpochStats:
 
 def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
                 *, max_grad_norm: float | None, train_bn: bool, reporter: Reporter, description: str,
-                step_offset: int = 0, lr_log: list | None = None) -> EpochStats:
-    """Run one pass over `loader`, stepping optimizer and schedule once per batch."""
+                first_step: int = 0, lr_log: list | None = None,
+                after_step: Callable[[int], None] | None = None) -> EpochStats:
+    """Run one pass over `loader`, stepping optimizer and schedule once per batch.
+
+    `first_step` counts batches already done this epoch (a resumed run's loader skips them);
+    `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself.
+    """
     model.train()
     if not train_bn:
         freeze_batch_norm(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     total_loss, samples, tokens, data_time = 0.0, 0, 0, 0.0
     start = tick = time.perf_counter()
-    with reporter.progress(description, len(loader)) as bar:
-        for step, batch in enumerate(loader):
+    with reporter.progress(description, first_step + len(loader)) as bar:
+        bar.advance(first_step)
+        for step, batch in enumerate(loader, start=first_step + 1):
             data_time += time.perf_counter() - tick
             logits = adapter.forward(model, batch)
             loss = loss_fn(logits, batch["targets"])
             if not torch.isfinite(loss):
-                raise LobellError(f"the loss became {loss.item()} at step {step_offset + step + 1} ({description}); "
+                raise LobellError(f"the loss became {loss.item()} at step {step} of {description}; "
                                   f"lower optimizer.lr, set max_grad_norm, or use precision=fp32")
             accelerator.backward(loss)
             if max_grad_norm is not None:
@@ -51,13 +58,14 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if lr_log is not None:
-                lr_log.append({"step": step_offset + step + 1, **group_lrs(optimizer)})
+                lr_log.append({"step": len(lr_log) + 1, **group_lrs(optimizer)})
             total_loss += loss.item() * len(batch["targets"])
             samples += len(batch["targets"])
             if "attention_mask" in batch:
                 tokens += int(batch["attention_mask"].sum())
-            if step % 5 == 0:
-                bar.advance(min(5, len(loader) - step), status=f"loss {loss.item():.4f}")
+            bar.advance(1, status=f"loss {loss.item():.4f}")
+            if after_step is not None:
+                after_step(step)
             tick = time.perf_counter()
     seconds = time.perf_counter() - start
     return EpochStats(total_loss / max(samples, 1), samples, tokens, seconds, data_time, group_lrs(optimizer))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,15 +10,18 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 
 from lobell.config import Config
 from lobell.console import Reporter
 from lobell.data.splits import Splits
+from lobell.errors import LobellError
 from lobell.evaluate import compute_metrics, write_predictions
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, atomic_write_text
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
 from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
+from lobell.train import checkpoint as ckpt
+from lobell.train.logs import fmt, freeze_report, print_summary, timing_summary
 from lobell.train.losses import build_loss
 from lobell.train.loop import EarlyStopping, predict_logits, train_epoch
 from lobell.train.optim import build_optimizer, build_scheduler
@@ -26,23 +30,41 @@ from lobell.train.optim import build_optimizer, build_scheduler
 @dataclass
 class RunResult:
     run_dir: Path
-    metrics: dict  # {"before": ..., "validation": ..., "test": ...}
+    metrics: dict  # {"before": ..., "validation": ..., "test": ..., "best_epoch": ..., "timing": ...}
+
+
+class Interrupted(LobellError):
+    """Ctrl-C: a checkpoint was written; the message says how to resume."""
+
+    exit_code = 130
 
 
 def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, adapter=None,
-          plan: list[Stage] | None = None) -> RunResult:
+          plan: list[Stage] | None = None, resume: bool = False) -> RunResult:
     """Fine-tune `cfg.model` on `cfg.data` and leave a run folder; see the README for its contents.
 
     The Python API passes in-memory `splits`, its already-built `adapter` and, after
     `freeze_backbone()`/`freeze_to()`, an explicit single-stage `plan`; the CLI passes none.
+    `resume=True` continues the run in `cfg.output_dir` from its newest checkpoint.
     """
-    # 1. Accelerator and seed.
+    # 1. Accelerator, seed, and the run folder (locked: one run per folder).
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.seed)
     reporter = Reporter(quiet, accelerator.is_main_process)
     run_dir = Path(cfg.resolved_output_dir())
+    lock = ckpt.RunLock(run_dir)
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume)
+    finally:
+        lock.release()
+
+
+def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> RunResult:
+    main = accelerator.is_main_process
+    start = _starting_point(run_dir, resume)
+    if main and start is None:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         (run_dir / "metrics.jsonl").write_text("")
 
@@ -61,81 +83,129 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     train_sampler = loaders["train"].batch_sampler
     prepared = dict(zip(loaders, accelerator.prepare(*loaders.values())))
 
-    # 3. Loss and the freeze plan (checked before any training).
+    # 3. Loss, freeze plan (checked before any training), early stopping, and where we resume.
     loss_fn = build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
     plan = plan or build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
     monitor = _monitor(cfg, problem)
     stopper = EarlyStopping(monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
+    state, best_state, resumed = ckpt.TrainState(), None, None
+    if start is not None:
+        state, weights, *resumed = ckpt.load_checkpoint(start)
+        adapter.model.load_state_dict(weights)
+        best_state = ckpt.load_best(run_dir)
+        stopper.load_state_dict(state.early_stopping)
+        if main:
+            _trim_metrics(run_dir, state.epoch)
+        reporter.log(f"resuming {run_dir} from {start.name}: epoch {state.epoch + 1}, step {state.step_in_epoch}")
+    evaluate = _evaluator(accelerator, adapter, problem, loss_fn, reporter, splits.labels)
 
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
-    model, epoch, before, best_state, stages_log, lr_log = adapter.model, 0, None, None, [], []
-    timing = {"seconds": 0.0, "data_seconds": 0.0, "samples": 0, "tokens": 0}
-    started = time.perf_counter()
+    model, first_epoch, started = adapter.model, 0, time.perf_counter()
     for index, stage in enumerate(plan):
+        first_epoch, last_epoch = first_epoch + 1, first_epoch + stage.epochs
+        if state.epoch >= last_epoch or stopper.should_stop:
+            first_epoch = last_epoch
+            continue
         model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         accelerator.free_memory()
         apply_stage(model, adapter.layer_map, stage)
         optimizer = build_optimizer(cfg.optimizer, param_groups(model, adapter.layer_map, stage, cfg.optimizer.lr,
                                                                  cfg.optimizer.weight_decay))
         scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * len(prepared["train"]))
+        if resumed is not None and state.stage == index:
+            optimizer.load_state_dict(resumed[0])
+            scheduler.load_state_dict(resumed[1])
+        else:
+            state.stage = index
+            state.stages_log.append(freeze_report(reporter, adapter, stage, index, first_epoch - 1, cfg.optimizer.lr,
+                                                  cfg.strategy.train_bn))
         model, optimizer = accelerator.prepare(model, optimizer)
-        stages_log.append(_freeze_report(reporter, adapter, stage, index, epoch, cfg.optimizer.lr, cfg.strategy.train_bn))
-        if before is None:
-            before = _evaluate(accelerator, adapter, model, prepared["validation"], problem, loss_fn, reporter, splits.labels)
-            reporter.log(f"before fine-tuning: validation {_fmt(before)}")
-            append_jsonl(run_dir / "metrics.jsonl", {"epoch": 0, "validation": before}) if accelerator.is_main_process else None
-        for _ in range(stage.epochs):
-            epoch += 1
-            train_sampler.set_epoch(epoch) if hasattr(train_sampler, "set_epoch") else None
-            stats = train_epoch(accelerator, adapter, model, prepared["train"], optimizer, scheduler, loss_fn,
-                                max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn, reporter=reporter,
-                                description=f"epoch {epoch}/{cfg.epochs}", step_offset=len(lr_log), lr_log=lr_log)
-            for key in timing:
-                timing[key] += getattr(stats, key)
-            metrics = _evaluate(accelerator, adapter, model, prepared["validation"], problem, loss_fn, reporter, splits.labels)
+        if state.before is None:
+            state.before = evaluate(model, prepared["validation"])
+            reporter.log(f"before fine-tuning: validation {fmt(state.before)}")
+            if main:
+                append_jsonl(run_dir / "metrics.jsonl", {"epoch": 0, "validation": state.before})
+        if resumed is not None:
+            ckpt.set_rng_state(resumed[2][accelerator.process_index])
+            resumed = None
+
+        def save(model=model, optimizer=optimizer, scheduler=scheduler) -> None:
+            _save_checkpoint(accelerator, cfg, run_dir, state, stopper, model, optimizer, scheduler)
+
+        for epoch in range(max(first_epoch, state.epoch + 1), last_epoch + 1):
+            loader = prepared["train"]
+            if state.step_in_epoch:
+                loader = accelerator.skip_first_batches(loader, state.step_in_epoch)
+            # The batch order is a function of (seed, epoch) alone. Accelerate's loader sets its
+            # sampler's epoch to its own iteration count, which restarts at 0 in a resumed run.
+            loader.set_epoch(epoch)
+            if hasattr(train_sampler, "set_epoch"):
+                train_sampler.set_epoch(epoch)
+
+            def after_step(step: int) -> None:
+                state.step_in_epoch, state.global_step = step, state.global_step + 1
+                if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
+                    save()
+
+            try:
+                stats = train_epoch(accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
+                                    max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn, reporter=reporter,
+                                    description=f"epoch {epoch}/{cfg.epochs}", first_step=state.step_in_epoch,
+                                    lr_log=state.lr_log, after_step=after_step)
+            except KeyboardInterrupt:
+                save()
+                raise Interrupted(f"interrupted at epoch {epoch}, step {state.step_in_epoch}; a checkpoint is in "
+                                  f"{run_dir / ckpt.CHECKPOINTS}; resume with: lobell train --resume {run_dir}") from None
+            for key in state.timing:
+                state.timing[key] += getattr(stats, key)
+            metrics = evaluate(model, prepared["validation"])
             improved = stopper.update(metrics, epoch)
             if improved:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
-            record = {"epoch": epoch, "stage": index, "train_loss": stats.loss, "validation": metrics, "lrs": stats.lrs,
-                      "seconds": stats.seconds}
-            if accelerator.is_main_process:
-                append_jsonl(run_dir / "metrics.jsonl", record)
-            reporter.log(f"epoch {epoch}: train loss {stats.loss:.4f}, validation {_fmt(metrics)}"
+                best_state = _cpu_state(accelerator, model)
+                if main:
+                    ckpt.save_best(run_dir, best_state)
+            state.epoch, state.step_in_epoch = epoch, 0
+            state.stages_log[-1]["last_epoch"] = epoch
+            state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, model)
+            if main:
+                append_jsonl(run_dir / "metrics.jsonl", {"epoch": epoch, "stage": index, "train_loss": stats.loss,
+                                                         "validation": metrics, "lrs": stats.lrs,
+                                                         "seconds": stats.seconds})
+            reporter.log(f"epoch {epoch}: train loss {stats.loss:.4f}, validation {fmt(metrics)}"
                          f"{'  (best)' if improved else ''}")
-            if _stop_together(accelerator, stopper.should_stop):
+            stop = _stop_together(accelerator, stopper.should_stop)
+            save()
+            if stop:
+                reporter.log(f"early stopping: {monitor} has not improved for {stopper.patience} epoch(s); "
+                             f"best was epoch {stopper.best_epoch}")
                 break
-        stages_log[-1]["last_epoch"] = epoch
+        first_epoch = last_epoch
         if stopper.should_stop:
-            reporter.log(f"early stopping: {monitor} has not improved for {stopper.patience} epoch(s); "
-                         f"best was epoch {stopper.best_epoch}")
             break
 
-    # 5. Best weights back, final metrics, model folder, timing.
+    # 5. Best weights back, final metrics and predictions, model folder, timing.
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_state is not None:
         model.load_state_dict(best_state)
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    results = {"before": before, "best_epoch": stopper.best_epoch}
-    outputs = {}
+    results, outputs = {"before": state.before, "best_epoch": stopper.best_epoch}, {}
     for name in ("validation", "test"):
         if name in prepared:
             logits, targets, _ = predict_logits(accelerator, adapter, model, prepared[name], reporter)
             results[name] = _metrics(logits, targets, problem, loss_fn, splits.labels)
             outputs[name] = (logits, targets)
-    timing = _timing(timing, time.perf_counter() - started)
-    results["timing"] = timing
-    if accelerator.is_main_process:
+    results["timing"] = timing_summary(state.timing, time.perf_counter() - started)
+    if main:
         adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         atomic_write_dir(run_dir / "model", lambda d: adapter.save(d, {"task": cfg.task, "labels": splits.labels}))
-        atomic_write_json(run_dir / "stages.json", stages_log)
-        atomic_write_json(run_dir / "lrs.json", lr_log)
+        atomic_write_json(run_dir / "stages.json", state.stages_log)
+        atomic_write_json(run_dir / "lrs.json", state.lr_log)
         atomic_write_json(run_dir / "metrics.json", results)
         for name, (logits, targets) in outputs.items():
-            split = getattr(splits, name)
-            write_predictions(run_dir / f"predictions_{name}.jsonl", split.inputs, logits, targets, problem,
-                              splits.labels, loss_fn)
+            write_predictions(run_dir / f"predictions_{name}.jsonl", getattr(splits, name).inputs, logits, targets,
+                              problem, splits.labels, loss_fn)
     accelerator.wait_for_everyone()
-    _summary(reporter, results, monitor, timing, run_dir)
+    print_summary(reporter, results, monitor, results["timing"], run_dir)
     return RunResult(run_dir, results)
 
 
@@ -156,6 +226,52 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
+def _starting_point(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run (refused where a run already is)."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if resume:
+        if latest is None:
+            raise LobellError(f"run folder '{run_dir}' has no checkpoint to resume from")
+        return latest
+    if latest is not None or (run_dir / "model").exists():
+        raise LobellError(f"run folder '{run_dir}' already holds a run; resume it with `lobell train --resume "
+                          f"{run_dir}`, or set output_dir to a new folder")
+    return None
+
+
+def _save_checkpoint(accelerator, cfg, run_dir, state, stopper, model, optimizer, scheduler) -> None:
+    """Every rank contributes its RNG state; the main process writes the folder atomically."""
+    model_state = _cpu_state(accelerator, model)
+    rng = gather_object([ckpt.rng_state()])
+    state.early_stopping = stopper.state_dict()
+    if accelerator.is_main_process:
+        ckpt.save_checkpoint(run_dir, state, model_state, optimizer, scheduler, rng, cfg.checkpoint.keep)
+    accelerator.wait_for_everyone()
+
+
+def _cpu_state(accelerator: Accelerator, model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
+
+
+def _trim_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop lines a killed run wrote after its last checkpoint (they will be written again)."""
+    path = run_dir / "metrics.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= epoch]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _ranks_in_sync(accelerator: Accelerator, model) -> bool:
+    """All processes hold the same parameters (a cheap checksum, gathered); a mismatch is a bug."""
+    if accelerator.num_processes == 1:
+        return True
+    with torch.no_grad():
+        checksum = torch.stack([sum(p.double().sum() for p in model.parameters())]).to(accelerator.device)
+    sums = accelerator.gather(checksum)
+    if not torch.allclose(sums, sums[0].expand_as(sums), rtol=1e-9, atol=1e-9):
+        raise RuntimeError(f"parameters differ across processes after a step (checksums {sums.tolist()})")
+    return True
+
+
 def _monitor(cfg: Config, problem: str) -> str:
     monitor = cfg.early_stopping.monitor
     if problem == "regression" and "monitor" not in cfg.early_stopping.model_fields_set:
@@ -163,9 +279,11 @@ def _monitor(cfg: Config, problem: str) -> str:
     return monitor
 
 
-def _evaluate(accelerator, adapter, model, loader, problem, loss_fn, reporter, labels) -> dict[str, float]:
-    logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter)
-    return _metrics(logits, targets, problem, loss_fn, labels)
+def _evaluator(accelerator, adapter, problem, loss_fn, reporter, labels):
+    def evaluate(model, loader) -> dict[str, float]:
+        logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter)
+        return _metrics(logits, targets, problem, loss_fn, labels)
+    return evaluate
 
 
 def _metrics(logits, targets, problem, loss_fn, labels) -> dict[str, float]:
@@ -179,44 +297,3 @@ def _stop_together(accelerator: Accelerator, stop: bool) -> bool:
     if stop and accelerator.is_main_process:
         accelerator.set_trigger()
     return accelerator.check_trigger()
-
-
-def _freeze_report(reporter: Reporter, adapter, stage: Stage, index: int, epoch: int, lr: float,
-                   train_bn: bool) -> dict:
-    model, groups = adapter.model, adapter.layer_map.groups
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    lrs = {groups[g].name: lr * stage.lr_scales[g] for g in stage.trainable}
-    reporter.log(f"stage {index + 1} '{stage.name}' from epoch {epoch + 1}: {trainable:,} of {total:,} parameters "
-                 f"train ({len(stage.trainable)} of {len(groups)} groups); frozen batch-norm "
-                 f"{'keeps training its statistics' if train_bn else 'keeps its running statistics'}")
-    for g in stage.trainable:
-        reporter.log(f"  group {g:2d} {groups[g].name:<40} lr {lrs[groups[g].name]:.2e}")
-    return {"stage": index, "name": stage.name, "first_epoch": epoch + 1, "last_epoch": epoch + stage.epochs,
-            "trainable_groups": [groups[g].name for g in stage.trainable], "lrs": lrs,
-            "trainable_params": trainable}
-
-
-def _timing(totals: dict, wall: float) -> dict:
-    compute = max(totals["seconds"] - totals["data_seconds"], 1e-9)
-    return {"wall_seconds": wall, "train_seconds": totals["seconds"],
-            "train_samples_per_second": totals["samples"] / max(totals["seconds"], 1e-9),
-            "train_tokens_per_second": totals["tokens"] / max(totals["seconds"], 1e-9),
-            "data_loading_share": totals["data_seconds"] / max(totals["seconds"], 1e-9),
-            "compute_share": compute / max(totals["seconds"], 1e-9)}
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def _summary(reporter: Reporter, results: dict, monitor: str, timing: dict, run_dir: Path) -> None:
-    before, after = results["before"].get(monitor), results["validation"].get(monitor)
-    reporter.log(f"time: {timing['train_samples_per_second']:.1f} train samples/s, "
-                 f"{timing['train_tokens_per_second']:.0f} tokens/s, data loading {timing['data_loading_share']:.0%} "
-                 f"of training time")
-    reporter.result(f"validation {monitor}: {before:.4f} before fine-tuning -> {after:.4f} after (best epoch "
-                    f"{results['best_epoch']})")
-    if "test" in results:
-        reporter.result(f"test: {_fmt(results['test'])}")
-    reporter.result(f"run folder: {run_dir}")

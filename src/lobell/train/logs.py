@@ -1,0 +1,49 @@
+"""What a run prints and records about itself: freeze reports, timing, the closing summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lobell.console import Reporter
+from lobell.strategies.plans import Stage
+
+
+def freeze_report(reporter: Reporter, adapter, stage: Stage, index: int, epoch: int, lr: float,
+                   train_bn: bool) -> dict:
+    model, groups = adapter.model, adapter.layer_map.groups
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    lrs = {groups[g].name: lr * stage.lr_scales[g] for g in stage.trainable}
+    reporter.log(f"stage {index + 1} '{stage.name}' from epoch {epoch + 1}: {trainable:,} of {total:,} parameters "
+                 f"train ({len(stage.trainable)} of {len(groups)} groups); frozen batch-norm "
+                 f"{'keeps training its statistics' if train_bn else 'keeps its running statistics'}")
+    for g in stage.trainable:
+        reporter.log(f"  group {g:2d} {groups[g].name:<40} lr {lrs[groups[g].name]:.2e}")
+    return {"stage": index, "name": stage.name, "first_epoch": epoch + 1, "last_epoch": epoch + stage.epochs,
+            "trainable_groups": [groups[g].name for g in stage.trainable], "lrs": lrs,
+            "trainable_params": trainable}
+
+
+def timing_summary(totals: dict, wall: float) -> dict:
+    compute = max(totals["seconds"] - totals["data_seconds"], 1e-9)
+    return {"wall_seconds": wall, "train_seconds": totals["seconds"],
+            "train_samples_per_second": totals["samples"] / max(totals["seconds"], 1e-9),
+            "train_tokens_per_second": totals["tokens"] / max(totals["seconds"], 1e-9),
+            "data_loading_share": totals["data_seconds"] / max(totals["seconds"], 1e-9),
+            "compute_share": compute / max(totals["seconds"], 1e-9)}
+
+
+def fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def print_summary(reporter: Reporter, results: dict, monitor: str, timing: dict, run_dir: Path) -> None:
+    before, after = results["before"].get(monitor), results["validation"].get(monitor)
+    reporter.log(f"time: {timing['train_samples_per_second']:.1f} train samples/s, "
+                 f"{timing['train_tokens_per_second']:.0f} tokens/s, data loading {timing['data_loading_share']:.0%} "
+                 f"of training time")
+    reporter.result(f"validation {monitor}: {before:.4f} before fine-tuning -> {after:.4f} after (best epoch "
+                    f"{results['best_epoch']})")
+    if "test" in results:
+        reporter.result(f"test: {fmt(results['test'])}")
+    reporter.result(f"run folder: {run_dir}")
