@@ -156,8 +156,9 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> 
                 save()
                 raise Interrupted(f"interrupted at epoch {epoch}, step {state.step_in_epoch}; a checkpoint is in "
                                   f"{run_dir / ckpt.CHECKPOINTS}; resume with: lobell train --resume {run_dir}") from None
-            for key in state.timing:
-                state.timing[key] += getattr(stats, key)
+            for key in state.timing:  # samples and tokens: this process's share x processes
+                scale = accelerator.num_processes if key in ("samples", "tokens") else 1
+                state.timing[key] += getattr(stats, key) * scale
             metrics = evaluate(model, prepared["validation"])
             improved = stopper.update(metrics, epoch)
             if improved:
