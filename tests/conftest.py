@@ -66,7 +66,7 @@ def text_overrides(tiny_bert, sentiment_files, tmp_path) -> list[str]:
     """Config overrides for a quick run of the tiny BERT on the sentiment files."""
     return [f"model={tiny_bert}", f"data.train={sentiment_files['train']}",
             f"data.validation={sentiment_files['validation']}", f"data.test={sentiment_files['test']}",
-            "optimizer.lr=3e-3", "strategy.backbone_lr_scale=1.0", "scheduler.warmup_ratio=0", "batch_size=16", "epochs=4", "precision=fp32", f"output_dir={tmp_path / 'run'}"]
+            "optimizer.lr=3e-3", "strategy=full", "strategy.backbone_lr_scale=1.0", "scheduler.warmup_ratio=0", "batch_size=16", "epochs=4", "precision=fp32", f"output_dir={tmp_path / 'run'}"]
 
 
 def packaged_minilm() -> Path | None:

@@ -8,7 +8,7 @@ import torch
 
 from lobell import LobellError, TextClassifier, load
 
-FAST = {"optimizer__lr": 3e-3, "strategy__backbone_lr_scale": 1.0, "scheduler__warmup_ratio": 0.0,
+FAST = {"optimizer__lr": 3e-3, "strategy__name": "full", "strategy__backbone_lr_scale": 1.0, "scheduler__warmup_ratio": 0.0,
         "batch_size": 16, "precision": "fp32", "quiet": True}
 
 

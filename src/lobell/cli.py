@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     except LobellError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line, whatever the message holds
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on N processes through `accelerate launch` (GPUs if present, else CPU/gloo)")
     command("validate", _validate, "check a config (keys, values, data columns) without loading weights", config=True)
     command("layers", _layers, "print the model's layer map: groups, parameter counts, what trains", config=True)
+    p = command("lr-find", _lr_find, "LR range test on the first stage's groups: plot and suggested optimizer.lr",
+                config=True)
+    p.add_argument("--steps", type=int, default=100, help="batches to sweep over (default 100)")
+    p.add_argument("--plot", type=Path, default=None, help="where to save the plot (default: OUTPUT_DIR/lr_find.png)")
+    command("recipe", _recipe, "print the six LO-BELL choices lobell would make for this config and data, and why",
+            config=True)
     p = command("predict", _predict, "predict with a finished run's model")
     p.add_argument("run_dir", type=Path)
     p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column, or (image "
@@ -134,6 +140,22 @@ def _validate(args) -> int:
     cfg = _config(args)
     for line in validate_run_config(cfg):
         print(line)
+    return 0
+
+
+def _lr_find(args) -> int:
+    from lobell.train.lr_find import find_lr
+
+    finding, path = find_lr(_config(args), steps=args.steps, output=args.plot)
+    print(f"suggested optimizer.lr={finding.suggestion:.2e} ({finding.rule}); swept {finding.lrs[0]:.1e}.."
+          f"{finding.lrs[-1]:.1e} over {len(finding.lrs)} steps; plot: {path}")
+    return 0
+
+
+def _recipe(args) -> int:
+    from lobell.validate import describe_recipe
+
+    print(describe_recipe(_config(args)))
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +23,7 @@ TASKS = (
     "image-multi-label",
     "image-regression",
 )
+LOSSES = ("auto", "cross-entropy", "bce", "mse", "huber")
 STRATEGIES = ("full", "feature-extraction", "gradual", "discriminative", "two-stage")
 
 
@@ -67,8 +68,11 @@ class OptimizerConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    name: Literal["constant", "linear", "cosine"] = "linear"
+    name: Literal["constant", "linear", "cosine", "step", "one-cycle", "plateau"] = "linear"
     warmup_ratio: float = Field(0.1, ge=0, lt=1)  # BERT's 10% warmup keeps early steps gentle
+    step_epochs: int = Field(1, ge=1)  # step: multiply the LR by `gamma` every this many epochs
+    gamma: float = Field(0.1, gt=0, lt=1)  # step and plateau: the factor (ResNet's classic 0.1)
+    patience: int = Field(1, ge=0)  # plateau: epochs without improvement before the LR drops
 
 
 class EarlyStoppingConfig(_Section):
@@ -91,9 +95,19 @@ class StrategyConfig(_Section):
 
 
 class LossConfig(_Section):
-    name: Literal["auto", "cross-entropy", "bce", "mse", "huber"] = "auto"
+    # auto: cross-entropy (classification), bce (multi-label), mse (regression); or an importable
+    # `package.module:function` taking (logits, targets) and returning a scalar tensor.
+    name: str = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "auto"] = "none"
+    l1: float = Field(0.0, ge=0)  # L1 penalty x sum |w| over trainable weights (L2 is weight_decay)
+
+    @model_validator(mode="after")
+    def _known_or_importable(self) -> LossConfig:
+        if self.name not in LOSSES and ":" not in self.name:
+            raise ValueError(f"loss.name must be one of {', '.join(LOSSES)} or package.module:function"
+                             f"{nearest(self.name, LOSSES)}")
+        return self
 
 
 class HeadConfig(_Section):
@@ -131,7 +145,10 @@ class Config(_Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     loss: LossConfig = LossConfig()
-    batch_size: int = Field(32, ge=1)  # 16-32 is the BERT paper's range
+    # 16-32 is the BERT paper's range; `auto`: the largest batch that fits memory (up to the
+    # recipe's), the rest made up by gradient accumulation.
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 32
+    grad_accum: int = Field(1, ge=1)  # optimizer step every N batches: effective batch = batch_size x N
     eval_batch_size: int | None = Field(None, ge=1)  # None: 2 x batch_size (no gradients kept)
     epochs: int = Field(3, ge=1)  # 2-4 for BERT-like encoders
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -142,6 +159,9 @@ class Config(_Section):
     output_dir: Path | None = None  # None: runs/<task>-<timestamp>
     log_every: int = Field(20, ge=1)  # steps between progress-bar loss updates
     checkpoint: CheckpointConfig = CheckpointConfig()
+    # true: keys you leave unset get the LO-BELL recipe's values for this model and data (see
+    # `lobell recipe`, docs/recipe.md); false: the fixed defaults written in this file.
+    recipe: bool = True
     # Image models: None loads the pre-trained weights the model name stands for (a packaged copy,
     # the torch/HF cache, or a download); a path loads a local weights file or folder; `random`
     # trains from scratch (for baselines and tests, not for fine-tuning).
@@ -284,6 +304,11 @@ def _section_fields(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def _is_union_branch(part) -> bool:
+    """pydantic names the branch of `int | Literal[...]` in the location (e.g. 'constrained-int')."""
+    return isinstance(part, str) and ("-" in part or "[" in part or part in ("int", "str", "float", "bool"))
+
+
 def _explain(exc: ValidationError, source: str) -> str:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
@@ -292,6 +317,7 @@ def _explain(exc: ValidationError, source: str) -> str:
         hint = nearest(str(loc[-1]), _section_fields(loc[:-1]))
         return f"{source}: unknown key '{key}'{hint}"
     message = error["msg"].removeprefix("Value error, ")
-    if not loc:
+    if not loc or isinstance(error.get("input"), dict):  # a section's own check: its message names the key
         return f"{source}: {message}"
+    key = ".".join(str(p) for p in loc if not _is_union_branch(p))
     return f"{source}: {key}={error.get('input')!r} is invalid: {message}"

@@ -35,8 +35,8 @@ class Predictor:
         info_path = model_dir / "lobell.json"
         if not info_path.is_file():
             raise LobellError(f"run folder '{run_dir}' has no model/lobell.json: the model folder is incomplete")
-        info = json.loads(info_path.read_text())
-        adapter = load_adapter(model_dir, info["modality"])
+        info = _read_model_info(run_dir, info_path)
+        adapter = _load_model(run_dir, model_dir, info["modality"])
         return cls(cfg, adapter, info.get("labels"))
 
     def input_column(self) -> str:
@@ -98,3 +98,28 @@ def _report_skipped(read) -> None:
     """Images skipped under data.skip_bad_images are left out of the output: say so on stderr."""
     for note in getattr(read, "notes", lambda: [])():
         Reporter().log(note)
+
+
+def _read_model_info(run_dir: Path, info_path: Path) -> dict:
+    """model/lobell.json, or one sentence saying the model folder is damaged."""
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LobellError(f"run folder '{run_dir}': {info_path.name} in model/ cannot be read ({exc}); the model "
+                          f"folder is damaged: train again") from None
+    if not isinstance(info, dict) or info.get("modality") not in ("text", "image"):
+        raise LobellError(f"run folder '{run_dir}': model/{info_path.name} names no modality (text or image); the "
+                          f"model folder is damaged: train again")
+    return info
+
+
+def _load_model(run_dir: Path, model_dir: Path, modality: str):
+    """The run's saved model; a folder with missing or damaged files is a user error, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_adapter(model_dir, modality)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LobellError(f"run folder '{run_dir}': its model/ folder could not be loaded ({reason}); it is "
+                          f"incomplete or damaged: train again") from None

@@ -45,3 +45,18 @@ def describe_layers(cfg: Config) -> str:
     for i, group in enumerate(adapter.layer_map.groups):
         rows.append(f"{i:>3}  {group.name:<44} {group.num_params(adapter.model):>12,}  {'yes' if i in first else 'no'}")
     return "\n".join(rows)
+
+
+def describe_recipe(cfg: Config) -> str:
+    """The six LO-BELL choices for this config and data, each with its reason (no weights loaded)."""
+    from lobell import recipe
+    from lobell.errors import LobellError
+    from lobell.tasks import load_task_splits
+
+    modality, problem = parse_task(cfg.task)
+    if cfg.data.train is None:
+        raise LobellError("the recipe depends on the data: set data.train")
+    splits = load_task_splits(cfg, modality, problem)
+    adapter = skeleton_adapter(cfg, splits.labels)
+    profile = recipe.profile_of(cfg, splits, adapter)
+    return recipe.describe(recipe.decide(cfg, profile), profile)

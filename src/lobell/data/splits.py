@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from lobell.config import DataConfig
-from lobell.data.tables import (LabelSpace, label_strings, read_table, require_columns,
-                                split_train_validation, text_column)
+from lobell.data.tables import (MIN_TRAIN_EXAMPLES, LabelSpace, label_strings, read_table, require_columns,
+                                row_name, split_train_validation, text_column)
 from lobell.errors import LobellError
 
 _MULTI_LABEL_SEPARATORS = re.compile(r"\s*[|;,]\s*")
@@ -61,15 +62,18 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
         raise LobellError("no training data: set data.train to a .csv, .jsonl or .parquet file")
     column = input_column or cfg.text_column
     notes: list[str] = []
-    train_inputs, train_raw, _ = read(cfg.train, column, cfg.label_column, problem)
+    train_inputs, train_raw, frame = read(cfg.train, column, cfg.label_column, problem)
     encoder = TargetEncoder.fit(problem, train_raw, cfg.train, cfg.label_column)
-    train = Split(train_inputs, encoder.encode(train_raw, cfg.train), str(cfg.train))
+    train = Split(train_inputs, encoder.encode(train_raw, cfg.train, frame), str(cfg.train))
     if problem == "classification" and len(encoder.labels) < 2:
         raise LobellError(f"data file '{cfg.train}' column '{cfg.label_column}' holds a single class "
-                          f"({encoder.labels[0]!r}): classification needs at least two")
+                          f"({encoder.labels[0]!r}): classification needs at least two; add examples of the other "
+                          f"class(es) or check data.label_column")
+    notes += duplicate_notes(train_inputs, train_raw, str(cfg.train), problem)
     if cfg.validation is not None:
-        inputs, raw, _ = read(cfg.validation, column, cfg.label_column, problem)
-        validation = Split(inputs, encoder.encode(raw, cfg.validation), str(cfg.validation))
+        inputs, raw, frame = read(cfg.validation, column, cfg.label_column, problem)
+        validation = Split(inputs, encoder.encode(raw, cfg.validation, frame), str(cfg.validation))
+        notes += overlap_notes("validation", inputs, train_inputs)
     else:
         stratify = train.targets if problem == "classification" else None
         train_idx, val_idx = split_train_validation(len(train), stratify, cfg.val_fraction, seed)
@@ -79,11 +83,62 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
         notes.append(f"validation: {len(validation)} examples held out of {cfg.train} (seed {seed})")
     test = None
     if cfg.test is not None:
-        inputs, raw, _ = read(cfg.test, column, cfg.label_column, problem)
-        test = Split(inputs, encoder.encode(raw, cfg.test), str(cfg.test))
+        inputs, raw, frame = read(cfg.test, column, cfg.label_column, problem)
+        test = Split(inputs, encoder.encode(raw, cfg.test, frame), str(cfg.test))
+        notes += overlap_notes("test", inputs, train_inputs)
     train = _limit(train, cfg.max_train_samples, seed, notes, "train")
     validation = _limit(validation, cfg.max_eval_samples, seed, notes, "validation")
+    _check_trainable(train, encoder.labels, problem, notes)
     return Splits(train, validation, test, encoder.labels, notes)
+
+
+def _check_trainable(train: Split, labels: list[str] | None, problem: str, notes: list[str]) -> None:
+    """At least two examples and (classification) two classes left to train on after the splits."""
+    if len(train) < MIN_TRAIN_EXAMPLES:
+        raise LobellError(f"only {len(train)} training example(s) in {train.source} after the splits: training needs "
+                          f"at least {MIN_TRAIN_EXAMPLES}; add data or raise data.max_train_samples")
+    if problem != "classification":
+        return
+    absent = [labels[i] for i in sorted(set(range(len(labels))) - set(np.unique(train.targets).tolist()))]
+    if len(labels) - len(absent) < 2:
+        raise LobellError(f"after holding out validation, the training split of {train.source} holds a single class; "
+                          f"add examples (at least two per class) or give data.validation")
+    if absent:
+        notes.append(f"train: class(es) {absent[:5]} have no training example after the validation split (too few "
+                     f"examples); the model cannot learn them")
+
+
+def duplicate_notes(inputs: list, raw: list, source: str, problem: str) -> list[str]:
+    """Rows that repeat (same input and label) and inputs that occur with different labels."""
+    keys = [(str(x), _hashable(y)) for x, y in zip(inputs, raw)]
+    notes = []
+    repeated = len(keys) - len(set(keys))
+    if repeated:
+        notes.append(f"train: {repeated} duplicated row(s) in {source} (same input and label), kept; drop them if "
+                     f"they are not meant to count twice")
+    if problem != "regression":
+        labels_of: dict[str, set] = {}
+        for text, label in keys:
+            labels_of.setdefault(text, set()).add(label)
+        conflicting = sum(len(found) > 1 for found in labels_of.values())
+        if conflicting:
+            notes.append(f"train: {conflicting} input(s) in {source} occur with different labels; check them "
+                         f"for labelling mistakes")
+    return notes
+
+
+def overlap_notes(name: str, inputs: list, train_inputs: list) -> list[str]:
+    """Evaluation inputs that also occur in train make its scores look better than they are."""
+    seen = {str(x) for x in train_inputs}
+    shared = sum(str(x) in seen for x in inputs)
+    if not shared:
+        return []
+    return [f"{name}: {shared} of {len(inputs)} inputs also occur in the training data, so its scores are "
+            f"optimistic; remove them from one of the files"]
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _limit(split: Split, limit: int | None, seed: int, notes: list[str], name: str) -> Split:
@@ -96,12 +151,15 @@ def _limit(split: Split, limit: int | None, seed: int, notes: list[str], name: s
 
 def _raw_targets(frame: pd.DataFrame, column: str, path: Path, problem: str) -> list:
     if problem == "regression":
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna().to_numpy()
+        values = np.array([_number(v) for v in frame[column].tolist()], dtype=np.float64)
+        bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise LobellError(f"data file '{path}' column '{column}' needs numbers for regression, but row {row + 2} "
-                              f"holds {frame[column].iloc[row]!r} ({int(bad.sum())} such row(s))")
+            held = frame[column].iloc[row]
+            held = "is empty" if _is_blank(held) else f"holds {_plain(held)!r}"
+            raise LobellError(f"data file '{path}' column '{column}' needs a finite number in every row for "
+                              f"regression, but {row_name(path, row, frame)} {held} ({int(bad.sum())} such "
+                              f"row(s)); fix or drop them")
         return values.astype(np.float32).tolist()
     if problem == "multi-label":
         return [_split_labels(v) for v in frame[column].tolist()]
@@ -114,6 +172,25 @@ def _split_labels(value) -> list[str]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
     return [part for part in _MULTI_LABEL_SEPARATORS.split(str(value).strip()) if part]
+
+
+def _number(value) -> float:
+    """A float, or NaN for anything that is not a number (text, lists, None)."""
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _is_blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def _plain(value):
+    """numpy scalars as Python ones, so messages read 'x' and 3, not np.str_('x')."""
+    return value.item() if hasattr(value, "item") else value
 
 
 @dataclass
@@ -131,12 +208,17 @@ class TargetEncoder:
             raise LobellError(f"data file '{path}' column '{column}' holds no labels")
         return cls(problem, LabelSpace.from_values(values).names, column)
 
-    def encode(self, raw: list, path: Path) -> np.ndarray:
+    def encode(self, raw: list, path: Path, frame: pd.DataFrame | None = None) -> np.ndarray:
         if self.problem == "regression":
             return np.asarray(raw, dtype=np.float32)
         space = LabelSpace(self.labels)
         if self.problem == "classification":
-            return space.encode(raw, path, self.column)
+            return space.encode(raw, path, self.column, frame)
+        known = set(self.labels)
+        bad = [row for row, names in enumerate(raw) if not known.issuperset(names)]
+        if bad:
+            unknown = [name for row in bad for name in raw[row] if name not in known]
+            raise space.unknown_error(unknown, path, self.column, row_name(path, bad[0], frame), len(bad))
         hot = np.zeros((len(raw), len(self.labels)), dtype=np.float32)
         for row, names in enumerate(raw):
             hot[row, space.encode(names, path, self.column)] = 1.0

@@ -1,7 +1,13 @@
-"""Data files (csv, jsonl, parquet) -> checked columns, labels and splits, with clear errors."""
+"""Data files (csv, tsv, jsonl, parquet) -> checked columns, labels and splits, with clear errors.
+
+Every failure is one sentence that names the file and, where there is one, the row or line at
+fault and how to fix it: rows count like a spreadsheet (the header is row 1), JSONL counts lines.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,38 +18,161 @@ from sklearn.model_selection import train_test_split
 from lobell.errors import LobellError, nearest
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_SEPARATORS = {"csv": ",", "tsv": "\t"}
+# Separators a mis-saved table uses instead of the one its extension promises (Excel in many
+# locales writes ';'), with the fix for each.
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "pipes", ",": "commas"}
+# A training run needs at least two examples to take one optimizer step that means anything.
+MIN_TRAIN_EXAMPLES = 2
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a data file into a DataFrame; every failure is one sentence naming the file."""
     path = Path(path)
+    kind = _check_file(path)
+    if kind == "parquet":
+        frame = _read_parquet(path)
+    else:
+        text = _decode(path, _read_bytes(path))
+        if not text.strip():
+            raise LobellError(f"data file '{path}' is empty (only whitespace); it needs a header and rows")
+        frame = _read_json_records(path, text) if kind == "jsonl" else _read_delimited(path, text, kind)
+    if len(frame) == 0:
+        columns = ", ".join(str(c) for c in frame.columns)
+        raise LobellError(f"data file '{path}' has a header ({columns}) but no rows; add examples below it"
+                          if columns else f"data file '{path}' holds no rows")
+    return frame
+
+
+def _check_file(path: Path) -> str:
     if not path.exists():
-        raise LobellError(f"data file '{path}' does not exist")
+        raise LobellError(f"data file '{path}' does not exist; check the path (relative paths start from "
+                          f"{Path.cwd()})")
     if path.is_dir():
-        raise LobellError(f"data file '{path}' is a folder; text tasks need a .csv, .jsonl or .parquet file")
+        raise LobellError(f"data file '{path}' is a folder; text tasks need a .csv, .tsv, .jsonl or .parquet file")
     kind = READERS.get(path.suffix.lower())
     if kind is None:
-        raise LobellError(f"data file '{path}' has extension '{path.suffix}'; use one of "
-                          f"{', '.join(sorted(READERS))}")
+        extension = f"extension '{path.suffix}'" if path.suffix else "no extension"
+        raise LobellError(f"data file '{path}' has {extension}; lobell reads {', '.join(sorted(READERS))}: rename "
+                          f"or convert it")
     if path.stat().st_size == 0:
-        raise LobellError(f"data file '{path}' is empty")
+        raise LobellError(f"data file '{path}' is empty (0 bytes); it needs a header and rows")
+    return kind
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        if kind == "csv":
-            frame = pd.read_csv(path, encoding="utf-8")
-        elif kind == "tsv":
-            frame = pd.read_csv(path, sep="\t", encoding="utf-8")
-        elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True, encoding="utf-8")
-        else:
-            frame = pd.read_parquet(path)
+        return path.read_bytes()
+    except PermissionError:
+        raise LobellError(f"data file '{path}' cannot be read: permission denied; give your user read access "
+                          f"(e.g. chmod u+r '{path}')") from None
+    except OSError as exc:
+        raise LobellError(f"data file '{path}' cannot be read: {exc.strerror or exc}") from None
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); a bad byte is named by offset and line."""
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise LobellError(f"data file '{path}' is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LobellError(f"data file '{path}' could not be read as {kind}: {reason}") from None
-    if len(frame) == 0:
-        raise LobellError(f"data file '{path}' has a header but no rows")
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise LobellError(f"data file '{path}' is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+                          f"(line {line}) cannot be decoded; re-save the file as UTF-8 (e.g. `iconv -f latin1 "
+                          f"-t utf-8`)") from None
+
+
+def _read_delimited(path: Path, text: str, kind: str) -> pd.DataFrame:
+    separator = _SEPARATORS[kind]
+    _check_separator(path, text.split("\n", 1)[0], separator)
+    try:
+        return pd.read_csv(io.StringIO(text), sep=separator)
+    except pd.errors.EmptyDataError:
+        raise LobellError(f"data file '{path}' has no header row; its first line must name the columns") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        reason = _first_line(exc).removeprefix("Error tokenizing data. C error: ")
+        raise LobellError(f"data file '{path}' could not be read as {kind.upper()}: {reason}; quote fields that "
+                          f"contain '{_printable(separator)}', quotes or line breaks") from None
+
+
+def _check_separator(path: Path, header: str, separator: str) -> None:
+    """A header without the expected separator but with another one: the file was saved differently."""
+    if separator in header:
+        return
+    for other, name in _OTHER_SEPARATORS.items():
+        if other != separator and other in header:
+            if other == "\t":
+                fix = "rename it to .tsv"
+            elif other == ",":
+                fix = "rename it to .csv"
+            else:
+                fix = "re-save it comma-separated"
+            raise LobellError(f"data file '{path}' has a single column '{_printable(header.strip())}': its header is "
+                              f"separated by {name}, not '{_printable(separator)}'; {fix}")
+
+
+def _read_json_records(path: Path, text: str) -> pd.DataFrame:
+    """JSON Lines (one object per line; blank lines skipped), or a .json array of objects."""
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LobellError(f"data file '{path}' is not valid JSON: {exc.msg} at line {exc.lineno}, column "
+                              f"{exc.colno}") from None
+        lines = list(range(1, len(records) + 1))
+        where = "item"
+    else:
+        records, lines, where = [], [], "line"
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise LobellError(f"data file '{path}' line {number} is not valid JSON ({exc.msg} at column "
+                                  f"{exc.colno}); each line must be one object, e.g. "
+                                  f'{{"text": "...", "label": "..."}}') from None
+            lines.append(number)
+    for record, number in zip(records, lines):
+        if not isinstance(record, dict):
+            raise LobellError(f"data file '{path}' {where} {number} holds {_json_kind(record)}, not an object; each "
+                              f'record must look like {{"text": "...", "label": "..."}}')
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    frame.attrs["line_numbers"] = lines
     return frame
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a JSON true/false"
+    kinds = {list: "a JSON array", str: "a JSON string", int: "a JSON number", float: "a JSON number"}
+    return kinds.get(type(value), f"a JSON {type(value).__name__}")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except PermissionError:
+        raise LobellError(f"data file '{path}' cannot be read: permission denied; give your user read access "
+                          f"(e.g. chmod u+r '{path}')") from None
+    except (ValueError, OSError, ImportError) as exc:
+        raise LobellError(f"data file '{path}' could not be read as parquet: {_first_line(exc)}") from None
+
+
+def row_name(path: str | Path, index: int, frame: pd.DataFrame | None = None) -> str:
+    """Where the `index`-th record of a file sits, as its user sees it in an editor or spreadsheet."""
+    lines = frame.attrs.get("line_numbers") if frame is not None else None
+    if lines is not None and len(lines) == len(frame) and index < len(lines):
+        return f"line {lines[index]}"
+    kind = READERS.get(Path(str(path)).suffix.lower())
+    if kind in ("csv", "tsv"):
+        return f"row {index + 2}"
+    if kind == "jsonl":
+        return f"line {index + 1}"
+    if kind == "parquet":
+        return f"row {index + 1}"
+    return f"index {index}"
 
 
 def require_columns(frame: pd.DataFrame, columns: dict[str, str], path: str | Path) -> None:
@@ -52,17 +181,19 @@ def require_columns(frame: pd.DataFrame, columns: dict[str, str], path: str | Pa
     for key, column in columns.items():
         if column not in frame.columns:
             hint = nearest(column, existing)
+            fix = f"; rename the column or set {key}" if not hint else ""
             raise LobellError(f"data file '{path}' has no column '{column}' ({key}){hint}; its columns are: "
-                              f"{', '.join(existing)}")
+                              f"{', '.join(existing)}{fix}")
 
 
 def text_column(frame: pd.DataFrame, column: str, path: str | Path) -> list[str]:
+    """The column's values as strings (numbers too); an empty or missing value is an error."""
     values = frame[column]
-    missing = values.isna() | (values.astype(str).str.strip() == "")
+    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
     if missing.any():
-        row = int(np.flatnonzero(missing.to_numpy())[0])
-        raise LobellError(f"data file '{path}' has {int(missing.sum())} empty value(s) in column '{column}', "
-                          f"first at row {row + 2} (counting the header as row 1); fill or drop them")
+        first = int(np.flatnonzero(missing)[0])
+        raise LobellError(f"data file '{path}' has {int(missing.sum())} empty value(s) in column '{column}', first "
+                          f"at {row_name(path, first, frame)}; fill or drop those rows")
     return values.astype(str).tolist()
 
 
@@ -76,21 +207,29 @@ class LabelSpace:
     def from_values(cls, values: list[str]) -> LabelSpace:
         return cls(sorted(set(values), key=_natural_key))
 
-    def encode(self, values: list[str], path: str | Path, column: str) -> np.ndarray:
+    def encode(self, values: list[str], path: str | Path, column: str,
+               frame: pd.DataFrame | None = None) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.names)}
-        unknown = sorted({v for v in values if v not in index})
-        if unknown:
-            raise LobellError(f"data file '{path}' column '{column}' holds label(s) {unknown[:5]} that never occur "
-                              f"in the training data (known: {self.names[:10]})")
+        bad = [i for i, v in enumerate(values) if v not in index]
+        if bad:
+            raise self.unknown_error([values[i] for i in bad], path, column, row_name(path, bad[0], frame), len(bad))
         return np.array([index[v] for v in values], dtype=np.int64)
+
+    def unknown_error(self, unknown: list[str], path: str | Path, column: str, first: str,
+                      rows: int) -> LobellError:
+        """Labels outside the training data's classes: the model has no output for them."""
+        return LobellError(f"data file '{path}' column '{column}' holds label(s) {sorted(set(unknown))[:5]} that "
+                           f"never occur in the training data ({rows} row(s), first at {first}; known: "
+                           f"{self.names[:10]}); fix or drop those rows, or add examples of them to the training data")
 
 
 def label_strings(frame: pd.DataFrame, column: str, path: str | Path) -> list[str]:
     values = frame[column]
-    if values.isna().any():
-        row = int(np.flatnonzero(values.isna().to_numpy())[0])
-        raise LobellError(f"data file '{path}' has {int(values.isna().sum())} missing label(s) in column "
-                          f"'{column}', first at row {row + 2}; fill or drop them")
+    missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise LobellError(f"data file '{path}' has {int(missing.sum())} missing label(s) in column '{column}', "
+                          f"first at {row_name(path, first, frame)}; fill or drop those rows")
     return [_label_text(v) for v in values.tolist()]
 
 
@@ -104,14 +243,23 @@ def _natural_key(name: str):
     return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _printable(text: str) -> str:
+    return text.replace("\t", "\\t")
+
+
 def split_train_validation(n: int, targets: np.ndarray | None, fraction: float,
                            seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a (stratified where possible) train/validation split."""
     indices = np.arange(n)
     n_val = max(1, int(round(n * fraction)))
-    if n - n_val < 1:
-        raise LobellError(f"only {n} training examples: too few to hold out data.val_fraction={fraction} "
-                          f"for validation; add data or give data.validation")
+    if n - n_val < MIN_TRAIN_EXAMPLES:
+        raise LobellError(f"only {n} training example(s): too few to hold out data.val_fraction={fraction} for "
+                          f"validation and keep {MIN_TRAIN_EXAMPLES} to train on; add data or give data.validation")
     stratify = None
     if targets is not None:
         _, counts = np.unique(targets, return_counts=True)

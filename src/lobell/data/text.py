@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lobell.errors import LobellError
+
 # The most tokens any encoder's position table is assumed to hold when the tokenizer says nothing
 # sensible (HF tokenizers report a huge sentinel when unknown).
 _MAX_POSITIONS_FALLBACK = 512
@@ -16,27 +18,44 @@ _BUCKET_BATCHES = 50
 
 
 def max_length_for(tokenizer, model_config, requested: int | None) -> int:
-    """The truncation length: the user's, else the smaller of tokenizer and position-table limits."""
+    """The truncation length: the user's, else the smaller of tokenizer and position-table limits.
+
+    Raises:
+        LobellError: `requested` is longer than the model's position table (it would index past it).
+    """
+    positions = getattr(model_config, "max_position_embeddings", None)
     if requested is not None:
+        if positions and requested > positions:
+            name = getattr(model_config, "_name_or_path", "") or "the model"
+            raise LobellError(f"data.max_length={requested} is longer than {name!s}'s {positions} positions; set "
+                              f"data.max_length to {positions} or less, or leave it unset to use the model's limit")
         return requested
     limits = [_MAX_POSITIONS_FALLBACK]
     if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
         limits.append(tokenizer.model_max_length)
-    positions = getattr(model_config, "max_position_embeddings", None)
     if positions:
         limits.append(positions)
     return min(limits)
 
 
 class TokenizedText(Dataset):
-    """Token ids for each text (no padding) and their targets."""
+    """Token ids for each text (no padding) and their targets; `truncated` counts the texts cut short."""
 
     def __init__(self, tokenizer, texts: list[str], targets: np.ndarray, max_length: int):
-        encoded = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
-                            return_token_type_ids=False)
-        self.input_ids: list[list[int]] = encoded["input_ids"]
+        # One token over the limit tells a text that was cut from one that fits exactly; only the
+        # (few) texts over the limit are tokenised a second time, at the limit.
+        encoded = tokenizer(texts, truncation=True, max_length=max_length + 1, return_attention_mask=False,
+                            return_token_type_ids=False)["input_ids"]
+        long = [i for i, ids in enumerate(encoded) if len(ids) > max_length]
+        if long:
+            again = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            for i, ids in zip(long, again):
+                encoded[i] = ids
+        self.input_ids: list[list[int]] = encoded
         self.targets = targets
-        self.truncated = sum(len(ids) >= max_length for ids in self.input_ids)
+        self.max_length = max_length
+        self.truncated = len(long)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -46,6 +65,16 @@ class TokenizedText(Dataset):
 
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+
+def truncation_notes(datasets: dict) -> list[str]:
+    """One line per split whose texts were cut at max_length (for the run log)."""
+    notes = []
+    for name, dataset in datasets.items():
+        if getattr(dataset, "truncated", 0):
+            notes.append(f"{name}: {dataset.truncated} of {len(dataset)} texts are longer than {dataset.max_length} "
+                         f"tokens and were truncated (the model reads only their start; data.max_length)")
+    return notes
 
 
 class PadCollator:

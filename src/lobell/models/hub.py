@@ -110,7 +110,8 @@ def read_state_dict(path: Path) -> dict:
         return load_state_dict(str(path))
     except Exception as exc:  # noqa: BLE001 - pickle, zip and safetensors errors all mean "not a weights file"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LobellError(f"weights file '{path}' could not be read as PyTorch or safetensors weights: {reason}") from None
+        raise LobellError(f"weights file '{path}' could not be read as PyTorch or safetensors weights: "
+                          f"{reason}") from None
 
 
 def _local_weights(path: Path) -> Path:
@@ -124,7 +125,8 @@ def _local_weights(path: Path) -> Path:
     found = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin"))
     if len(found) != 1:
         listed = ", ".join(p.name for p in found) or "none"
-        raise LobellError(f"model_weights folder '{path}' holds {len(found)} weights files ({listed}); give the file itself")
+        raise LobellError(f"model_weights folder '{path}' holds {len(found)} weights files ({listed}); "
+                          f"give the file itself")
     return found[0]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -29,9 +30,9 @@ class EpochStats:
 
 def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
                 *, max_grad_norm: float | None, train_bn: bool, reporter: Reporter, description: str,
-                first_step: int = 0, lr_log: list | None = None,
+                first_step: int = 0, grad_accum: int = 1, lr_log: list | None = None,
                 after_step: Callable[[int], None] | None = None) -> EpochStats:
-    """Run one pass over `loader`, stepping optimizer and schedule once per batch.
+    """Run one pass over `loader`; the optimizer and schedule step every `grad_accum` batches.
 
     `first_step` counts batches already done this epoch (a resumed run's loader skips them);
     `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself.
@@ -41,30 +42,34 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
         freeze_batch_norm(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     total_loss, samples, tokens, data_time = 0.0, 0, 0, 0.0
+    last = first_step + len(loader)
     start = tick = time.perf_counter()
-    with reporter.progress(description, first_step + len(loader)) as bar:
+    with reporter.progress(description, last) as bar:
         bar.advance(first_step)
         for step, batch in enumerate(loader, start=first_step + 1):
             data_time += time.perf_counter() - tick
-            logits = adapter.forward(model, batch)
-            loss = loss_fn(logits, batch["targets"])
-            if not torch.isfinite(loss):
-                raise LobellError(f"the loss became {loss.item()} at step {step} of {description}; "
-                                  f"lower optimizer.lr, set max_grad_norm, or use precision=fp32")
-            accelerator.backward(loss)
-            if max_grad_norm is not None:
-                accelerator.clip_grad_norm_(trainable, max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if lr_log is not None:
-                lr_log.append({"step": len(lr_log) + 1, **group_lrs(optimizer)})
+            sync = step % grad_accum == 0 or step == last
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                logits = adapter.forward(model, batch)
+                loss = loss_fn(logits, batch["targets"])
+                if not torch.isfinite(loss):
+                    raise LobellError(f"the loss became {loss.item()} at step {step} of {description}; lower "
+                                      f"optimizer.lr, set max_grad_norm, or use precision=fp32")
+                accelerator.backward(loss / grad_accum)
+            if sync:
+                if max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(trainable, max_grad_norm)
+                if lr_log is not None:  # the LRs this step uses
+                    lr_log.append({"step": len(lr_log) + 1, **group_lrs(optimizer)})
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             total_loss += loss.item() * len(batch["targets"])
             samples += len(batch["targets"])
             if "attention_mask" in batch:
                 tokens += int(batch["attention_mask"].sum())
             bar.advance(1, status=f"loss {loss.item():.4f}")
-            if after_step is not None:
+            if sync and after_step is not None:
                 after_step(step)
             tick = time.perf_counter()
     seconds = time.perf_counter() - start

@@ -16,6 +16,21 @@ DEFAULT_LOSS = {"classification": "cross-entropy", "multi-label": "bce", "regres
 ALLOWED = {"classification": {"cross-entropy", "bce"}, "multi-label": {"bce"}, "regression": {"mse", "huber"}}
 
 
+def import_loss(spec: str) -> LossFn:
+    """`package.module:function` -> the function (a custom or metric-based loss)."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise LobellError(f"loss.name={spec!r} could not be imported ({exc}); give package.module:function on "
+                          f"the Python path") from None
+    if not callable(function):
+        raise LobellError(f"loss.name={spec!r} is not a function")
+    return function
+
+
 def resolve_loss_name(cfg: LossConfig, problem: str) -> str:
     name = DEFAULT_LOSS[problem] if cfg.name == "auto" else cfg.name
     if name not in ALLOWED[problem]:
@@ -31,6 +46,8 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def build_loss(cfg: LossConfig, problem: str, train_targets: np.ndarray, num_outputs: int) -> LossFn:
+    if ":" in cfg.name:
+        return import_loss(cfg.name)
     name = resolve_loss_name(cfg, problem)
     weight = None
     if cfg.class_weights == "auto":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
 from transformers import get_scheduler
 
 from lobell.config import OptimizerConfig, SchedulerConfig
 
-_SCHEDULE_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+_TRANSFORMERS_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
 def build_optimizer(cfg: OptimizerConfig, groups: list[dict]) -> torch.optim.Optimizer:
@@ -21,8 +24,45 @@ def build_optimizer(cfg: OptimizerConfig, groups: list[dict]) -> torch.optim.Opt
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """A per-step schedule that multiplies every group's LR by the same factor."""
+def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, total_steps: int,
+                    steps_per_epoch: int | None = None):
+    """A per-step schedule that multiplies every group's LR by the same factor.
+
+    `plateau` is the exception: it acts once per epoch on the monitored metric (`epoch_end`),
+    so the group LR ratios still hold.
+    """
+    total_steps = max(total_steps, 1)
     warmup = int(round(cfg.warmup_ratio * total_steps))
-    return get_scheduler(_SCHEDULE_NAMES[cfg.name], optimizer, num_warmup_steps=warmup,
-                         num_training_steps=max(total_steps, 1))
+    if cfg.name in _TRANSFORMERS_SCHEDULES:
+        return get_scheduler(_TRANSFORMERS_SCHEDULES[cfg.name], optimizer, num_warmup_steps=warmup,
+                             num_training_steps=total_steps)
+    if cfg.name == "step":
+        every = cfg.step_epochs * max(steps_per_epoch or total_steps, 1)
+
+        def step_factor(step: int) -> float:
+            return min(1.0, (step + 1) / warmup) if step < warmup else cfg.gamma ** (step // every)
+        return LambdaLR(optimizer, step_factor)
+    if cfg.name == "one-cycle":
+        return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
+                          pct_start=max(cfg.warmup_ratio, 1 / total_steps), cycle_momentum=False)
+    return PlateauSchedule(optimizer, cfg.gamma, cfg.patience)
+
+
+class PlateauSchedule:
+    """ReduceLROnPlateau behind the per-step interface: steps are no-ops, epochs decide."""
+
+    def __init__(self, optimizer, factor: float, patience: int):
+        self.inner = ReduceLROnPlateau(optimizer, mode="max", factor=factor, patience=patience)
+
+    def step(self) -> None:
+        pass
+
+    def epoch_end(self, score: float) -> None:
+        """`score` is higher-is-better (the runner negates losses)."""
+        self.inner.step(score if math.isfinite(score) else -math.inf)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)

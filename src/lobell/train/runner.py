@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,13 @@ class Interrupted(LobellError):
 
 
 def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, adapter=None,
-          plan: list[Stage] | None = None, resume: bool = False) -> RunResult:
+          plan: list[Stage] | None = None, resume: bool = False, loss_fn=None) -> RunResult:
     """Fine-tune `cfg.model` on `cfg.data` and leave a run folder; see the README for its contents.
 
     The Python API passes in-memory `splits`, its already-built `adapter` and, after
     `freeze_backbone()`/`freeze_to()`, an explicit single-stage `plan`; the CLI passes none.
-    `resume=True` continues the run in `cfg.output_dir` from its newest checkpoint.
+    `resume=True` continues the run in `cfg.output_dir` from its newest checkpoint; `loss_fn`
+    (logits, targets) -> scalar replaces the configured loss.
     """
     # 1. Accelerator, seed, and the run folder (locked: one run per folder).
     accelerator = make_accelerator(cfg.precision)
@@ -56,17 +58,14 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     if accelerator.is_main_process:
         lock.acquire()
     try:
-        return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume)
+        return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, loss_fn)
     finally:
         lock.release()
 
 
-def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> RunResult:
+def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, custom_loss) -> RunResult:
     main = accelerator.is_main_process
     start = _starting_point(run_dir, resume)
-    if main and start is None:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        (run_dir / "metrics.jsonl").write_text("")
 
     # 2. Data, then the backbone with its new head and its own preprocessing.
     modality, problem = parse_task(cfg.task)
@@ -74,17 +73,21 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> 
     for note in splits.notes:
         reporter.log(note)
     adapter = adapter or build_adapter(cfg, modality, problem, splits.labels)
+    if start is None:
+        cfg = _apply_recipe(cfg, splits, adapter, reporter, run_dir, main, explicit_plan=plan is not None)
     reporter.log(f"model {cfg.model}: {len(adapter.layer_map)} layer groups ({adapter.layer_map.source}); "
                  f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es) on {accelerator.device}")
     datasets = {"train": build_dataset(cfg, adapter, splits.train), "validation": build_dataset(cfg, adapter, splits.validation)}
     if splits.test is not None:
         datasets["test"] = build_dataset(cfg, adapter, splits.test)
+    if cfg.batch_size == "auto":
+        cfg = _auto_batch(cfg, accelerator, adapter, datasets, problem, splits, reporter, run_dir)
     loaders = {name: build_loader(cfg, adapter, ds, train=name == "train") for name, ds in datasets.items()}
     train_sampler = loaders["train"].batch_sampler
     prepared = dict(zip(loaders, accelerator.prepare(*loaders.values())))
 
     # 3. Loss, freeze plan (checked before any training), early stopping, and where we resume.
-    loss_fn = build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
+    loss_fn = custom_loss or build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
     plan = plan or build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
     monitor = _monitor(cfg, problem)
     stopper = EarlyStopping(monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
@@ -111,7 +114,9 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> 
         apply_stage(model, adapter.layer_map, stage)
         optimizer = build_optimizer(cfg.optimizer, param_groups(model, adapter.layer_map, stage, cfg.optimizer.lr,
                                                                  cfg.optimizer.weight_decay))
-        scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * len(prepared["train"]))
+        steps_per_epoch = math.ceil(len(prepared["train"]) / cfg.grad_accum)
+        scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * steps_per_epoch, steps_per_epoch)
+        train_loss = with_l1(loss_fn, [p for p in model.parameters() if p.requires_grad], cfg.loss.l1)
         if resumed is not None and state.stage == index:
             optimizer.load_state_dict(resumed[0])
             scheduler.load_state_dict(resumed[1])
@@ -148,9 +153,10 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> 
                     save()
 
             try:
-                stats = train_epoch(accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
+                stats = train_epoch(accelerator, adapter, model, loader, optimizer, scheduler, train_loss,
                                     max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn, reporter=reporter,
                                     description=f"epoch {epoch}/{cfg.epochs}", first_step=state.step_in_epoch,
+                                    grad_accum=cfg.grad_accum,
                                     lr_log=state.lr_log, after_step=after_step)
             except KeyboardInterrupt:
                 save()
@@ -161,6 +167,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> 
                 state.timing[key] += getattr(stats, key) * scale
             metrics = evaluate(model, prepared["validation"])
             improved = stopper.update(metrics, epoch)
+            if hasattr(scheduler, "epoch_end"):  # plateau: the LR follows the monitored metric
+                scheduler.epoch_end(stopper.sign * metrics[monitor])
             if improved:
                 best_state = _cpu_state(accelerator, model)
                 if main:
@@ -208,6 +216,60 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume) -> 
     accelerator.wait_for_everyone()
     print_summary(reporter, results, monitor, results["timing"], run_dir)
     return RunResult(run_dir, results)
+
+
+def with_l1(loss_fn, params: list, strength: float):
+    """The training loss plus `strength` x sum |w| over the trainable parameters (the notes' L1)."""
+    if not strength:
+        return loss_fn
+    return lambda logits, targets: loss_fn(logits, targets) + strength * sum(p.abs().sum() for p in params)
+
+
+def _auto_batch(cfg, accelerator, adapter, datasets, problem, splits, reporter, run_dir) -> Config:
+    """Replace `batch_size: auto` by the largest size that fits, keeping the recipe's effective batch."""
+    from lobell import recipe
+    from lobell.train.batch_finder import find_batch_size, worst_case_batch
+
+    target = recipe.decide_batch(recipe.profile_of(cfg, splits, adapter))
+    collate = build_loader(cfg.model_copy(update={"batch_size": 1}), adapter, datasets["train"], train=False).collate_fn
+    model = adapter.model.to(accelerator.device)
+    loss_fn = build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
+
+    def fits(size: int) -> None:
+        batch = {k: v.to(accelerator.device) for k, v in worst_case_batch(datasets["train"], size, collate).items()}
+        model.train()
+        with accelerator.autocast():
+            loss_fn(adapter.forward(model, batch), batch["targets"]).backward()
+        model.zero_grad(set_to_none=True)
+        with torch.inference_mode(), accelerator.autocast():
+            adapter.forward(model.eval(), {k: torch.cat([v, v]) for k, v in batch.items()})
+
+    size, accum = find_batch_size(fits, target)
+    reporter.log(f"batch_size=auto: {size} fits (target {target}); grad_accum={accum} keeps an effective batch "
+                 f"of {size * accum}")
+    cfg = cfg.model_copy(update={"batch_size": size, "grad_accum": accum})
+    if accelerator.is_main_process:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    return cfg
+
+
+def _apply_recipe(cfg: Config, splits, adapter, reporter, run_dir: Path, main: bool, explicit_plan: bool) -> Config:
+    """Fill the keys the user left unset from the recipe, say why, and record the resolved config."""
+    from lobell import recipe
+
+    if cfg.recipe:
+        profile = recipe.profile_of(cfg, splits, adapter)
+        choices = recipe.decide(cfg, profile)
+        cfg = recipe.apply(cfg, choices)
+        reporter.log("recipe (lobell recipe shows it without training):\n" + recipe.describe(choices, profile))
+        if explicit_plan:
+            reporter.log("the strategy is the one your freeze_backbone()/freeze_to() call set")
+        if main:
+            atomic_write_json(run_dir / "recipe.json", recipe.as_json(choices, profile))
+    if main:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        (run_dir / "metrics.jsonl").write_text("")
+    return cfg
 
 
 def make_accelerator(precision: str) -> Accelerator:

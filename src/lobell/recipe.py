@@ -1,0 +1,208 @@
+"""The LO-BELL recipe: a sound default for each of the six choices, decided from the model and the
+data, with the reason; anything the user set wins and is shown as theirs.
+
+Starting points from the source notes, refined by what we measured (docs/recipe.md): text encoders
+AdamW, batch 16-32, 2-4 epochs; vision SGD momentum 0.9 or AdamW 1e-4..1e-3, batch 64, 5-10
+epochs; small data favours feature extraction or gradual unfreezing; imbalance, class weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lobell.config import Config, validate_config
+
+# Training-set sizes where the strategy changes: below SMALL, too little data to move millions of
+# pre-trained weights without over-fitting; up to MEDIUM, unfreeze gradually from the top.
+SMALL, MEDIUM = 300, 2000
+# A class this many times rarer than the commonest one gets inverse-frequency loss weights.
+IMBALANCE_RATIO = 3.0
+
+
+@dataclass
+class Profile:
+    """What the recipe looks at: model family and size, modality, data size and shape."""
+
+    modality: str
+    problem: str
+    family: str  # "encoder" (transformers), "cnn", "vit"
+    params: int
+    n_train: int
+    n_classes: int | None = None
+    imbalance: float = 1.0  # commonest / rarest class count
+    median_length: float | None = None  # tokens (text)
+    image_size: int | None = None
+
+
+@dataclass
+class Choice:
+    letter: str  # L, O, B, E, L, L
+    name: str
+    values: dict[str, Any]  # dotted config key -> value
+    reason: str
+    keys: list[str] = field(default_factory=list)  # the keys that set it
+    source: str = "lobell"  # or "yours"
+
+
+def profile_of(cfg: Config, splits, adapter) -> Profile:
+    modality, _, problem = cfg.task.partition("-")
+    problem = {"classification": "classification", "multi-label": "multi-label"}.get(problem, "regression")
+    params = sum(p.numel() for p in adapter.model.parameters())
+    family = "encoder" if modality == "text" else ("vit" if "vit" in cfg.model.lower() else "cnn")
+    prof = Profile(modality, problem, family, params, len(splits.train))
+    if problem == "classification":
+        counts = np.bincount(splits.train.targets, minlength=len(splits.labels))
+        prof.n_classes = len(splits.labels)
+        prof.imbalance = float(counts.max() / max(counts.min(), 1))
+    elif problem == "multi-label":
+        prof.n_classes = len(splits.labels)
+    if modality == "text" and hasattr(adapter, "tokenizer"):
+        sample = splits.train.inputs[:2000]
+        prof.median_length = float(np.median([len(ids) for ids in adapter.tokenizer(sample)["input_ids"]]))
+    if modality == "image":
+        prof.image_size = cfg.data.image_size
+    return prof
+
+
+def decide(cfg: Config, prof: Profile) -> list[Choice]:
+    """The six choices for this model and data; each names its keys and says why."""
+    choices = [_layers(prof), _optimizer(prof), _batch(prof), _epochs(prof), _loss(prof)]
+    choices.append(_learning_rate(prof, choices[0].values["strategy.name"], choices[1].values["optimizer.name"]))
+    for choice in choices:
+        choice.keys = list(choice.values)
+        user = {k: _get(cfg, k) for k in choice.values if _is_set(cfg, k)}
+        if user:
+            choice.values.update(user)
+            choice.source = "yours" if len(user) == len(choice.values) else "yours + lobell"
+            choice.reason = f"you set {', '.join(f'{k}={v}' for k, v in user.items())}" + (
+                f"; lobell: {choice.reason}" if len(user) < len(choice.values) else "")
+    return choices
+
+
+def apply(cfg: Config, choices: list[Choice]) -> Config:
+    """`cfg` with the recipe's values for every key the user did not set."""
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    for choice in choices:
+        for key, value in choice.values.items():
+            node = raw
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+    return validate_config(raw, source="recipe")
+
+
+def as_json(choices: list[Choice], prof: Profile) -> dict:
+    return {"profile": asdict(prof), "choices": [asdict(c) for c in choices]}
+
+
+def describe(choices: list[Choice], prof: Profile) -> str:
+    size = f"{prof.params / 1e6:.1f}M-parameter {prof.family}"
+    lines = [f"{size}, {prof.modality} {prof.problem}, {prof.n_train} training examples"
+             + (f", {prof.n_classes} classes (imbalance {prof.imbalance:.1f}x)" if prof.n_classes else "")
+             + (f", median {prof.median_length:.0f} tokens" if prof.median_length else "")]
+    for c in choices:
+        values = ", ".join(f"{k}={v}" for k, v in c.values.items())
+        lines.append(f"{c.letter}  {c.name:<14} {values}\n   {'':<14} [{c.source}] {c.reason}")
+    return "\n".join(lines)
+
+
+def _layers(p: Profile) -> Choice:
+    if p.n_train < SMALL:
+        return Choice("L", "Layers", {"strategy.name": "feature-extraction"},
+                      f"{p.n_train} examples (< {SMALL}) are too few to move {p.params / 1e6:.0f}M pre-trained weights "
+                      f"without over-fitting: train only the new head")
+    if p.n_train < MEDIUM:
+        return Choice("L", "Layers", {"strategy.name": "gradual"},
+                      f"{p.n_train} examples (< {MEDIUM}): unfreeze from the top one group per epoch, keeping the "
+                      f"general low-level features while the head settles")
+    return Choice("L", "Layers", {"strategy.name": "full"},
+                  f"{p.n_train} examples are enough to fine-tune every layer, pre-trained ones at a lower LR")
+
+
+def _optimizer(p: Profile) -> Choice:
+    if p.family == "cnn":
+        return Choice("O", "Optimizer", {"optimizer.name": "sgd", "optimizer.momentum": 0.9,
+                                         "optimizer.nesterov": True, "optimizer.weight_decay": 1e-4},
+                      "CNNs fine-tune well with SGD + Nesterov momentum 0.9 and weight decay 1e-4 (the ResNet recipe)")
+    return Choice("O", "Optimizer", {"optimizer.name": "adamw", "optimizer.weight_decay": 0.01},
+                  f"transformer {'encoders' if p.modality == 'text' else 'backbones'} are trained with AdamW; "
+                  f"weight decay 0.01 as in BERT, never on biases and norms")
+
+
+def decide_batch(p: Profile) -> int:
+    """The recipe's batch size: the effective batch `batch_size: auto` keeps."""
+    return _batch(p).values["batch_size"]
+
+
+def _batch(p: Profile) -> Choice:
+    if p.modality == "text":
+        size = 16 if p.n_train < MEDIUM else 32
+        why = f"{p.n_train} examples: 16 gives more update steps" if size == 16 else "32, the top of BERT's 16-32"
+        return Choice("B", "Batch size", {"batch_size": size}, why)
+    return Choice("B", "Batch size", {"batch_size": 64},
+                  "64, the low end of vision's 64-256: fits a CPU or small GPU; set batch_size=auto to fill memory")
+
+
+def _epochs(p: Profile) -> Choice:
+    if p.modality == "text":
+        epochs = 4 if p.n_train < MEDIUM else (2 if p.n_train >= 20000 else 3)
+        return Choice("E", "Epochs", {"epochs": epochs},
+                      f"BERT-like encoders need 2-4 epochs; {p.n_train} examples -> {epochs} (early stopping guards)")
+    epochs = 10 if p.n_train < 1000 else (8 if p.n_train < 10000 else 5)
+    return Choice("E", "Epochs", {"epochs": epochs},
+                  f"vision fine-tunes take 5-10 epochs; {p.n_train} examples -> {epochs} (early stopping guards)")
+
+
+def _loss(p: Profile) -> Choice:
+    if p.problem == "multi-label":
+        return Choice("L", "Loss", {"loss.name": "bce"}, "several labels per example: binary cross-entropy per label")
+    if p.problem == "regression":
+        return Choice("L", "Loss", {"loss.name": "mse"}, "a numeric target: mean squared error")
+    if p.imbalance >= IMBALANCE_RATIO:
+        return Choice("L", "Loss", {"loss.name": "cross-entropy", "loss.class_weights": "auto"},
+                      f"the commonest class is {p.imbalance:.1f}x the rarest (>= {IMBALANCE_RATIO:.0f}x): "
+                      f"cross-entropy with inverse-frequency class weights")
+    return Choice("L", "Loss", {"loss.name": "cross-entropy", "loss.class_weights": "none"},
+                  f"one class per example, classes balanced within {p.imbalance:.1f}x: plain cross-entropy")
+
+
+def _learning_rate(p: Profile, strategy: str, optimizer: str) -> Choice:
+    """The head's LR; pre-trained groups get it x strategy.backbone_lr_scale."""
+    if strategy == "feature-extraction":
+        lr = 1e-2 if optimizer == "sgd" else 1e-3
+        return Choice("L", "Learning rate", {"optimizer.lr": lr},
+                      f"only a new head trains: a high LR ({lr:g}) is safe", )
+    if p.modality == "text":
+        body = 1e-4 if p.params < 50e6 else (3e-5 if p.params < 200e6 else 1e-5)
+        scale = 0.4
+        why = (f"a {p.params / 1e6:.0f}M-parameter encoder: pre-trained layers at {body:g} "
+               f"({'small models take higher LRs, measured on MiniLM' if body == 1e-4 else 'BERT range 1e-5..5e-5'}), "
+               f"the new head at {body / scale:.2g}")
+    else:
+        body = 1e-3 if optimizer == "sgd" else 1e-4
+        scale = 0.1
+        why = f"pre-trained {p.family} layers at {body:g}, the new head 10x higher, as the vision notes advise"
+    return Choice("L", "Learning rate", {"optimizer.lr": round(body / scale, 8), "strategy.backbone_lr_scale": scale,
+                                         "scheduler.name": "linear" if p.modality == "text" else "cosine",
+                                         "scheduler.warmup_ratio": 0.1 if p.modality == "text" else 0.05}, why)
+
+
+def _is_set(cfg: Config, dotted: str) -> bool:
+    node = cfg
+    *parents, last = dotted.split(".")
+    for part in parents:
+        if part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return last in node.model_fields_set
+
+
+def _get(cfg: Config, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
