@@ -114,7 +114,7 @@ class HeadConfig(_Section):
     """New layers between the backbone's pooled features and the output (the L of LO-BELL)."""
 
     # One 512-wide hidden layer, as in the source notes' `Dense(512, activation='relu')`.
-    hidden: list[int] = Field(default_factory=lambda: [512])
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [512])
     # 0.2: MobileNetV2's and EfficientNet-B0's own classifier dropout.
     dropout: float = Field(0.2, ge=0, lt=1)
     batch_norm: bool = True  # normalises the new layer's inputs, so a fresh head trains stably at a high LR
@@ -188,6 +188,16 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _check_monitor(self) -> Config:
+        # The default, accuracy, stands for rmse in regression (the runner's _monitor): saved configs hold it.
+        problem = self.task.partition("-")[2]
+        monitor, known = self.early_stopping.monitor, METRICS[problem]
+        if monitor not in known and not (problem == "regression" and monitor == "accuracy"):
+            raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric of {self.task}; use one of "
+                             f"{', '.join(known)}{nearest(monitor, known)}")
+        return self
+
+    @model_validator(mode="after")
     def _check_image_keys(self) -> Config:
         modality, _, problem = self.task.partition("-")
         mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
@@ -219,6 +229,12 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+# The metrics each problem reports (lobell.evaluate.compute_metrics) besides the validation loss:
+# the names early_stopping.monitor may take.
+METRICS = {"classification": ("accuracy", "f1_macro", "loss"),
+           "multi-label": ("accuracy", "f1_micro", "f1_macro", "loss"),
+           "regression": ("rmse", "mae", "r2", "pearson", "loss")}
+
 # Sections that accept a bare name as shorthand: `strategy: gradual` == `strategy: {name: gradual}`.
 _SHORTHAND = ("strategy", "optimizer", "scheduler", "loss")
 
@@ -237,8 +253,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise LobellError(f"override '{item}' is not KEY=VALUE (e.g. optimizer.lr=3e-5)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, key.strip(), _parse_value(value))
     return validate_config(raw, source=str(path) if path else "command line")
+
+
+def _parse_value(value: str) -> Any:
+    """An override's value as YAML reads it (3e-5, true, [256, 128]); text YAML cannot parse stays text,
+    so the key's own check names it (`epochs='[1'` is invalid: ...) instead of a YAML traceback."""
+    if not value.strip():
+        return None
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:

@@ -34,7 +34,8 @@ class Predictor:
         model_dir = run_dir / "model"
         info_path = model_dir / "lobell.json"
         if not info_path.is_file():
-            raise LobellError(f"run folder '{run_dir}' has no model/lobell.json: the model folder is incomplete")
+            raise LobellError(f"run folder '{run_dir}' has no model/lobell.json: the model folder is incomplete; "
+                              f"train again")
         info = _read_model_info(run_dir, info_path)
         adapter = _load_model(run_dir, model_dir, info["modality"])
         return cls(cfg, adapter, info.get("labels"))

@@ -29,6 +29,7 @@ def validate_run_config(cfg: Config) -> list[str]:
         if splits.test is not None:
             sizes += f", test {len(splits.test)}"
         lines.append(f"data ok: {sizes}" + (f"; {len(labels)} labels: {', '.join(labels[:10])}" if labels else ""))
+        lines += [f"note: {note}" for note in splits.notes]
     adapter = skeleton_adapter(cfg, labels)
     plan = build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
     lines.append(f"model ok: {len(adapter.layer_map)} layer groups; plan: "

@@ -76,7 +76,8 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
         notes += overlap_notes("validation", inputs, train_inputs)
     else:
         stratify = train.targets if problem == "classification" else None
-        train_idx, val_idx = split_train_validation(len(train), stratify, cfg.val_fraction, seed)
+        train_idx, val_idx = split_train_validation(len(train), stratify, cfg.val_fraction, seed,
+                                                    source=f"data file '{cfg.train}'")
         validation = train.subset(val_idx)
         validation.source = f"{cfg.train} (held-out {cfg.val_fraction:.0%})"
         train = train.subset(train_idx)
@@ -95,8 +96,8 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
 def _check_trainable(train: Split, labels: list[str] | None, problem: str, notes: list[str]) -> None:
     """At least two examples and (classification) two classes left to train on after the splits."""
     if len(train) < MIN_TRAIN_EXAMPLES:
-        raise LobellError(f"only {len(train)} training example(s) in {train.source} after the splits: training needs "
-                          f"at least {MIN_TRAIN_EXAMPLES}; add data or raise data.max_train_samples")
+        raise LobellError(f"only {len(train)} training example(s) from '{train.source}' after the splits: training "
+                          f"needs at least {MIN_TRAIN_EXAMPLES}; add data or raise data.max_train_samples")
     if problem != "classification":
         return
     absent = [labels[i] for i in sorted(set(range(len(labels))) - set(np.unique(train.targets).tolist()))]
@@ -133,8 +134,9 @@ def overlap_notes(name: str, inputs: list, train_inputs: list) -> list[str]:
     shared = sum(str(x) in seen for x in inputs)
     if not shared:
         return []
-    return [f"{name}: {shared} of {len(inputs)} inputs also occur in the training data, so its scores are "
-            f"optimistic; remove them from one of the files"]
+    note = (f"{name}: {shared} of {len(inputs)} inputs also occur in the training data, so its scores are "
+            f"optimistic; remove them from one of the files")
+    return [note]
 
 
 def _hashable(value):
@@ -145,7 +147,8 @@ def _limit(split: Split, limit: int | None, seed: int, notes: list[str], name: s
     if limit is None or len(split) <= limit:
         return split
     keep = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
-    notes.append(f"{name}: a random {limit} of {len(split)} examples (data.max_{'train' if name == 'train' else 'eval'}_samples)")
+    key = "data.max_train_samples" if name == "train" else "data.max_eval_samples"
+    notes.append(f"{name}: a random {limit} of {len(split)} examples ({key})")
     return split.subset(keep)
 
 

@@ -252,13 +252,13 @@ def _printable(text: str) -> str:
     return text.replace("\t", "\\t")
 
 
-def split_train_validation(n: int, targets: np.ndarray | None, fraction: float,
-                           seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a (stratified where possible) train/validation split."""
+def split_train_validation(n: int, targets: np.ndarray | None, fraction: float, seed: int,
+                           source: str = "the training data") -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a (stratified where possible) train/validation split of `source`'s `n` examples."""
     indices = np.arange(n)
-    n_val = max(1, int(round(n * fraction)))
+    n_val = max(1, round(n * fraction))
     if n - n_val < MIN_TRAIN_EXAMPLES:
-        raise LobellError(f"only {n} training example(s): too few to hold out data.val_fraction={fraction} for "
+        raise LobellError(f"{source} has only {n} example(s): too few to hold out data.val_fraction={fraction} for "
                           f"validation and keep {MIN_TRAIN_EXAMPLES} to train on; add data or give data.validation")
     stratify = None
     if targets is not None:

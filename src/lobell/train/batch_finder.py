@@ -8,11 +8,7 @@ from collections.abc import Callable
 import torch
 
 from lobell.errors import LobellError
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
-                                                        and "out of memory" in str(exc).lower())
+from lobell.train.faults import is_out_of_memory
 
 
 def find_batch_size(fits: Callable[[int], None], target: int) -> tuple[int, int]:

@@ -16,12 +16,14 @@ from accelerate.utils import gather_object, set_seed
 from lobell.config import Config
 from lobell.console import Reporter
 from lobell.data.splits import Splits
+from lobell.data.text import truncation_notes
 from lobell.errors import LobellError
 from lobell.evaluate import compute_metrics, write_predictions
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, atomic_write_text
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
 from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
 from lobell.train import checkpoint as ckpt
+from lobell.train import faults
 from lobell.train.logs import fmt, freeze_report, print_summary, timing_summary
 from lobell.train.losses import build_loss
 from lobell.train.loop import EarlyStopping, predict_logits, train_epoch
@@ -80,6 +82,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     datasets = {"train": build_dataset(cfg, adapter, splits.train), "validation": build_dataset(cfg, adapter, splits.validation)}
     if splits.test is not None:
         datasets["test"] = build_dataset(cfg, adapter, splits.test)
+    for note in truncation_notes(datasets):
+        reporter.log(note)
     if cfg.batch_size == "auto":
         cfg = _auto_batch(cfg, accelerator, adapter, datasets, problem, splits, reporter, run_dir)
     loaders = {name: build_loader(cfg, adapter, ds, train=name == "train") for name, ds in datasets.items()}
@@ -100,7 +104,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         if main:
             _trim_metrics(run_dir, state.epoch)
         reporter.log(f"resuming {run_dir} from {start.name}: epoch {state.epoch + 1}, step {state.step_in_epoch}")
-    evaluate = _evaluator(accelerator, adapter, problem, loss_fn, reporter, splits.labels)
+    evaluate = _evaluator(accelerator, adapter, problem, loss_fn, reporter, splits.labels,
+                          cfg.eval_batch_size or 2 * cfg.batch_size)
 
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
     model, first_epoch, started = adapter.model, 0, time.perf_counter()
@@ -153,11 +158,12 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                     save()
 
             try:
-                stats = train_epoch(accelerator, adapter, model, loader, optimizer, scheduler, train_loss,
-                                    max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn, reporter=reporter,
-                                    description=f"epoch {epoch}/{cfg.epochs}", first_step=state.step_in_epoch,
-                                    grad_accum=cfg.grad_accum,
-                                    lr_log=state.lr_log, after_step=after_step)
+                with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
+                    stats = train_epoch(accelerator, adapter, model, loader, optimizer, scheduler, train_loss,
+                                        max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn,
+                                        reporter=reporter, description=f"epoch {epoch}/{cfg.epochs}",
+                                        first_step=state.step_in_epoch, grad_accum=cfg.grad_accum,
+                                        lr_log=state.lr_log, after_step=after_step)
             except KeyboardInterrupt:
                 save()
                 raise Interrupted(f"interrupted at epoch {epoch}, step {state.step_in_epoch}; a checkpoint is in "
@@ -337,14 +343,15 @@ def _ranks_in_sync(accelerator: Accelerator, model) -> bool:
 
 def _monitor(cfg: Config, problem: str) -> str:
     monitor = cfg.early_stopping.monitor
-    if problem == "regression" and "monitor" not in cfg.early_stopping.model_fields_set:
+    if problem == "regression" and monitor == "accuracy":  # the default; also what saved configs hold
         return "rmse"
     return monitor
 
 
-def _evaluator(accelerator, adapter, problem, loss_fn, reporter, labels):
+def _evaluator(accelerator, adapter, problem, loss_fn, reporter, labels, eval_batch_size):
     def evaluate(model, loader) -> dict[str, float]:
-        logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter)
+        with faults.out_of_memory_as_user_error("eval_batch_size", eval_batch_size, "evaluation"):
+            logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter)
         return _metrics(logits, targets, problem, loss_fn, labels)
     return evaluate
 
