@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lobell layers ... | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("data", type=Path)
     p = command("demo", _demo, "run a built-in example on real data and real pre-trained weights "
-                "(text: MiniLM on Rotten Tomatoes reviews)")
+                "(text: MiniLM on Rotten Tomatoes reviews; vision: MobileNetV2 on Fashion-MNIST)")
     p.add_argument("items", nargs="*", metavar="[NAME] KEY=VALUE", help="the demo's name (default: text), then overrides")
     p.add_argument("--quiet", action="store_true")
     p = command("report", _report, "(re)build a finished run's report.html and model card (model/README.md)")

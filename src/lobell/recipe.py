@@ -69,7 +69,9 @@ def profile_of(cfg: Config, splits, adapter) -> Profile:
 
 def decide(cfg: Config, prof: Profile) -> list[Choice]:
     """The six choices for this model and data; each names its keys and says why."""
-    choices = [_layers(prof), _optimizer(prof), _batch(prof), _epochs(prof), _loss(prof)]
+    # A learning rate you chose was chosen for the default optimizer (AdamW): keep that optimizer.
+    keep_adamw = _is_set(cfg, "optimizer.lr") and not _is_set(cfg, "optimizer.name")
+    choices = [_layers(prof), _optimizer(prof, keep_adamw), _batch(prof), _epochs(prof), _loss(prof)]
     choices.append(_learning_rate(prof, choices[0].values["strategy.name"], choices[1].values["optimizer.name"]))
     for choice in choices:
         choice.keys = list(choice.values)
@@ -123,7 +125,11 @@ def _layers(p: Profile) -> Choice:
                   f"{p.n_train} examples are enough to fine-tune every layer, pre-trained ones at a lower LR")
 
 
-def _optimizer(p: Profile) -> Choice:
+def _optimizer(p: Profile, keep_adamw: bool = False) -> Choice:
+    if p.family == "cnn" and keep_adamw:
+        return Choice("O", "Optimizer", {"optimizer.name": "adamw", "optimizer.weight_decay": 0.01},
+                      "you set optimizer.lr for the default optimizer, so AdamW stays (the recipe's CNN choice, SGD, "
+                      "needs a ~10x larger LR)")
     if p.family == "cnn":
         return Choice("O", "Optimizer", {"optimizer.name": "sgd", "optimizer.momentum": 0.9,
                                          "optimizer.nesterov": True, "optimizer.weight_decay": 1e-4},

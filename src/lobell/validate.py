@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from lobell.config import Config
-from lobell.data.splits import load_splits
 from lobell.strategies.plans import build_plan
-from lobell.tasks import build_adapter, parse_task
+from lobell.tasks import build_adapter, load_task_splits, parse_task
 
 
 def skeleton_adapter(cfg: Config, labels: list[str] | None):
@@ -23,7 +22,7 @@ def validate_run_config(cfg: Config) -> list[str]:
     lines = [f"config ok: task {cfg.task}, model {cfg.model}, strategy {cfg.strategy.name}"]
     labels = None
     if cfg.data.train is not None:
-        splits = load_splits(cfg.data, problem, cfg.seed)
+        splits = load_task_splits(cfg, *parse_task(cfg.task))
         labels = splits.labels
         sizes = f"train {len(splits.train)}, validation {len(splits.validation)}"
         if splits.test is not None:
@@ -52,7 +51,6 @@ def describe_recipe(cfg: Config) -> str:
     """The six LO-BELL choices for this config and data, each with its reason (no weights loaded)."""
     from lobell import recipe
     from lobell.errors import LobellError
-    from lobell.tasks import load_task_splits
 
     modality, problem = parse_task(cfg.task)
     if cfg.data.train is None:

@@ -39,9 +39,9 @@ def fmt(metrics: dict[str, float]) -> str:
 
 def print_summary(reporter: Reporter, results: dict, monitor: str, timing: dict, run_dir: Path) -> None:
     before, after = results["before"].get(monitor), results["validation"].get(monitor)
-    reporter.log(f"time: {timing['train_samples_per_second']:.1f} train samples/s, "
-                 f"{timing['train_tokens_per_second']:.0f} tokens/s, data loading {timing['data_loading_share']:.0%} "
-                 f"of training time")
+    tokens = f"{timing['train_tokens_per_second']:.0f} tokens/s, " if timing["train_tokens_per_second"] else ""
+    reporter.log(f"time: {timing['train_samples_per_second']:.1f} train samples/s, {tokens}data loading "
+                 f"{timing['data_loading_share']:.0%} of training time")
     reporter.result(f"validation {monitor}: {before:.4f} before fine-tuning -> {after:.4f} after (best epoch "
                     f"{results['best_epoch']})")
     if "test" in results:
