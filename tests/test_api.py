@@ -67,3 +67,15 @@ def test_unknown_labels_are_refused(tiny_bert, data):
         clf.fit(["a", "b"], ["neg", "meh"], ["a"], ["pos"])
     with pytest.raises(LobellError, match="2 texts but 1 labels"):
         clf.fit(["a", "b"], ["neg"], ["a"], ["pos"])
+
+
+def test_fit_accepts_a_custom_loss_function(tiny_bert, data, tmp_path):
+    calls = []
+
+    def loss_fn(logits, targets):
+        calls.append(len(targets))
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    clf = TextClassifier(str(tiny_bert), labels=["neg", "pos"], output_dir=str(tmp_path / "run"))
+    clf.fit(*data, epochs=1, loss_fn=loss_fn, **FAST)
+    assert sum(calls) >= 400, "the custom loss saw every training example"

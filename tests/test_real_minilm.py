@@ -21,7 +21,7 @@ def test_minilm_beats_the_majority_class_on_real_reviews(tmp_path):
     cfg = load_config(None, [
         "model=sentence-transformers/all-MiniLM-L6-v2", f"data.train={data / 'train.csv'}",
         f"data.validation={data / 'validation.csv'}", "data.max_train_samples=1200", "data.max_eval_samples=300",
-        "optimizer.lr=3e-4", "epochs=1", "batch_size=16", f"output_dir={tmp_path / 'run'}"])
+        "strategy=full", "optimizer.lr=3e-4", "epochs=1", "batch_size=16", f"output_dir={tmp_path / 'run'}"])
     result = train(cfg, quiet=True)
     validation = pd.read_csv(data / "validation.csv")
     majority = validation.label.value_counts(normalize=True).max()  # 0.58 (fresh)

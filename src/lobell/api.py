@@ -64,10 +64,12 @@ class FineTuner:
 
     # Training.
     def _fit_splits(self, train: Split, validation: Split, epochs: int, settings: dict[str, Any]) -> dict:
+        loss_fn = settings.pop("loss_fn", None)  # any callable (logits, targets) -> scalar tensor
         cfg = _with_settings(self.config, {"epochs": epochs, **settings})
         splits = Splits(train, validation, None, self.labels, [])
         plan = [self._stage(epochs)] if self._trainable is not None else None
-        result = run_training(cfg, splits=splits, adapter=self.adapter, plan=plan, quiet=bool(settings.get("quiet")))
+        result = run_training(cfg, splits=splits, adapter=self.adapter, plan=plan, quiet=bool(settings.get("quiet")),
+                              loss_fn=loss_fn)
         self.config = cfg.model_copy(update={"output_dir": None})
         self.run_dir = result.run_dir
         self.history.append(result.metrics)

@@ -14,7 +14,7 @@ from lobell.train.runner import train
 ASSETS = Path(__file__).resolve().parent / "assets"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
-# 4,000 reviews keep the demo well under 10 minutes on 2 CPU cores in fp32 (the full set of
+# 3,000 reviews keep the demo well under 10 minutes on 2 CPU cores in fp32 (the full set of
 # 10,201 is there for longer runs: data.max_train_samples=null). Every other choice (strategy,
 # optimizer, batch size, epochs, loss, learning rate) is the recipe's: the demo shows it.
 DEMO_TEXT = [
@@ -23,7 +23,7 @@ DEMO_TEXT = [
     f"data.train={ASSETS / 'rotten_tomatoes/train.csv'}",
     f"data.validation={ASSETS / 'rotten_tomatoes/validation.csv'}",
     f"data.test={ASSETS / 'rotten_tomatoes/test.csv'}",
-    "data.max_train_samples=4000",
+    "data.max_train_samples=3000",
 ]
 
 
