@@ -13,12 +13,14 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 
+from lobell import tracking
 from lobell.config import Config
 from lobell.console import Reporter
 from lobell.data.splits import Splits
 from lobell.data.text import truncation_notes
 from lobell.errors import LobellError
 from lobell.evaluate import compute_metrics, write_predictions
+from lobell.report import write_run_documents
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, atomic_write_text
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
 from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
@@ -52,16 +54,17 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     (logits, targets) -> scalar replaces the configured loss.
     """
     # 1. Accelerator, seed, and the run folder (locked: one run per folder).
-    accelerator = make_accelerator(cfg.precision)
+    run_dir = Path(cfg.resolved_output_dir())
+    accelerator = make_accelerator(cfg.precision, **tracking.accelerator_kwargs(cfg.tracking, run_dir))
     set_seed(cfg.seed)
     reporter = Reporter(quiet, accelerator.is_main_process)
-    run_dir = Path(cfg.resolved_output_dir())
     lock = ckpt.RunLock(run_dir)
     if accelerator.is_main_process:
         lock.acquire()
     try:
         return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, loss_fn)
     finally:
+        tracking.finish(accelerator)
         lock.release()
 
 
@@ -89,6 +92,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     loaders = {name: build_loader(cfg, adapter, ds, train=name == "train") for name, ds in datasets.items()}
     train_sampler = loaders["train"].batch_sampler
     prepared = dict(zip(loaders, accelerator.prepare(*loaders.values())))
+    tracking.start(accelerator, cfg.model_dump(mode="json"), run_dir)
 
     # 3. Loss, freeze plan (checked before any training), early stopping, and where we resume.
     loss_fn = custom_loss or build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
@@ -135,6 +139,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             reporter.log(f"before fine-tuning: validation {fmt(state.before)}")
             if main:
                 append_jsonl(run_dir / "metrics.jsonl", {"epoch": 0, "validation": state.before})
+            tracking.log_epoch(accelerator, {"epoch": 0, "validation": state.before})
         if resumed is not None:
             ckpt.set_rng_state(resumed[2][accelerator.process_index])
             resumed = None
@@ -182,10 +187,11 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             state.epoch, state.step_in_epoch = epoch, 0
             state.stages_log[-1]["last_epoch"] = epoch
             state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, model)
+            record = {"epoch": epoch, "stage": index, "train_loss": stats.loss, "validation": metrics,
+                      "lrs": stats.lrs, "seconds": stats.seconds}
             if main:
-                append_jsonl(run_dir / "metrics.jsonl", {"epoch": epoch, "stage": index, "train_loss": stats.loss,
-                                                         "validation": metrics, "lrs": stats.lrs,
-                                                         "seconds": stats.seconds})
+                append_jsonl(run_dir / "metrics.jsonl", record)
+            tracking.log_epoch(accelerator, record)
             reporter.log(f"epoch {epoch}: train loss {stats.loss:.4f}, validation {fmt(metrics)}"
                          f"{'  (best)' if improved else ''}")
             stop = _stop_together(accelerator, stopper.should_stop)
@@ -219,6 +225,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         for name, (logits, targets) in outputs.items():
             write_predictions(run_dir / f"predictions_{name}.jsonl", getattr(splits, name).inputs, logits, targets,
                               problem, splits.labels, loss_fn)
+        write_run_documents(run_dir, reporter.log)
+    tracking.log_final(accelerator, results, step=state.epoch)
     accelerator.wait_for_everyone()
     print_summary(reporter, results, monitor, results["timing"], run_dir)
     return RunResult(run_dir, results)
@@ -278,10 +286,11 @@ def _apply_recipe(cfg: Config, splits, adapter, reporter, run_dir: Path, main: b
     return cfg
 
 
-def make_accelerator(precision: str) -> Accelerator:
-    """An Accelerator for this process; `auto` precision is bf16 only where the hardware runs it fast."""
+def make_accelerator(precision: str, **kwargs) -> Accelerator:
+    """An Accelerator for this process; `auto` precision is bf16 only where the hardware runs it fast.
+    `kwargs` go to Accelerator (the trackers' `log_with` and `project_dir`)."""
     AcceleratorState._reset_state()  # a fresh state per run, so several runs can share one process
-    return Accelerator(mixed_precision=resolve_precision(precision), cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=resolve_precision(precision), cpu=not torch.cuda.is_available(), **kwargs)
 
 
 def resolve_precision(precision: str) -> str:
