@@ -17,6 +17,19 @@ NEGATIVE = ["bad", "awful", "poor", "boring", "dull", "weak", "messy", "tedious"
 NEUTRAL = ["the", "film", "movie", "plot", "actor", "story", "was", "and", "a", "very", "quite", "scene"]
 
 
+def require_tool(name: str, install: str) -> str:
+    """The path of a system program a test needs. Missing: skipped locally, but a failure under
+    `.ci/run` (LOBELL_CI=1), which installs it, so CI never passes by skipping."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("LOBELL_CI"):
+            pytest.fail(f"{name} is not installed but CI must run this test: {install}")
+        pytest.skip(f"{name} is not installed ({install})")
+    return path
+
+
 def make_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A 2-block, 32-wide BERT with a WordPiece tokenizer over the fixture words, saved like a hub model."""
     import torch

@@ -67,3 +67,14 @@ def test_resolved_config_round_trips(tmp_path):
     path.write_text(cfg.to_yaml())
     assert load_config(path) == cfg
     assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("override", ["batch_size=true", "epochs=true", "optimizer.lr=false", "head.dropout=true"])
+def test_true_or_false_is_not_a_number(override):
+    with pytest.raises(LobellError, match="not true/false"):
+        load_config(None, [override])
+
+
+def test_true_or_false_still_set_switches():
+    cfg = load_config(None, ["data.group_by_length=false", "recipe=false", "strategy.train_bn=true"])
+    assert (cfg.data.group_by_length, cfg.recipe, cfg.strategy.train_bn) == (False, False, True)

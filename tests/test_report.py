@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib
-import inspect
 import io
 import json
 import re
-import shutil
 import subprocess
 from collections import Counter
 from html.parser import HTMLParser
@@ -19,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import require_tool
 from PIL import Image
 
 from lobell.cli import main
@@ -226,9 +224,7 @@ def test_run_documents_never_raise_on_a_broken_run_folder(tmp_path):
 
 
 def test_report_renders_in_headless_chromium(tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    browser = require_tool("chromium", "apt-get install -y chromium")
     rows = [{"index": i, "input": f"review {i}", "target": "ab"[i % 2], "prediction": "ab"[i % 3 == 0],
              "probability": 0.7, "loss": 0.1 * i} for i in range(20)]
     run = _synthetic_run(tmp_path / "run", "text-classification", rows, ["a", "b"])
@@ -246,12 +242,6 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert len(np.unique(grey)) > 50  # text, tables and plot colours, not a flat page
 
 
-def _runner_calls(name: str) -> bool:
-    runner = importlib.import_module("lobell.train.runner")  # `lobell.train` the attribute is the function
-    return name in inspect.getsource(runner)
-
-
-@pytest.mark.skipif(not _runner_calls("write_run_documents"), reason="train/runner.py does not build reports yet")
 def test_every_training_run_leaves_a_report_and_a_model_card(text_overrides):
     run = train(load_config(None, [*text_overrides, "epochs=1", "data.max_train_samples=120"]), quiet=True).run_dir
     assert (run / "report.html").is_file() and (run / "model" / "README.md").is_file()

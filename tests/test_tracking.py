@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 
 import pytest
 from accelerate import Accelerator
@@ -85,11 +84,6 @@ def test_flattened_config_holds_only_values_trackers_accept():
     assert all(isinstance(v, (str, int, float, bool)) for v in flat.values())
 
 
-def _runner_calls(name: str) -> bool:
-    return name in inspect.getsource(importlib.import_module("lobell.train.runner"))
-
-
-@pytest.mark.skipif(not _runner_calls("tracking.log_epoch"), reason="train/runner.py does not call lobell.tracking yet")
 def test_a_training_run_logs_every_epoch_to_tensorboard(text_overrides, tmp_path):
     from lobell.train.runner import train
 
@@ -98,3 +92,12 @@ def test_a_training_run_logs_every_epoch_to_tensorboard(text_overrides, tmp_path
     scalars = _scalars(run / tracking.TENSORBOARD_DIR)
     assert [step for step, _ in scalars["validation/accuracy"]] == [0, 1]
     assert "lr/head" in scalars and "train/loss" in scalars
+
+
+def test_validate_names_a_missing_tracker_package(monkeypatch):
+    from lobell.validate import validate_run_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(LobellError, match="tracking: mlflow needs the mlflow package"):
+        validate_run_config(load_config(None, ["tracking=mlflow"]))

@@ -187,3 +187,46 @@ def test_mixing_with_prob_zero_only_one_hot_encodes():
     batch = MixBatches(collate, 3, 0.4, 0.0, prob=0.0, switch_prob=0.5)(items)
     assert torch.equal(batch["targets"], torch.eye(3)[[0, 1, 2, 0]])
     assert torch.equal(batch["pixel_values"][1], torch.full((3, 8, 8), 1.0))
+
+
+def test_a_relative_path_outside_the_data_folder_is_refused_with_its_row(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "outside.png")
+    Image.new("RGB", (8, 8), "red").save(data / "inside.png")
+    (data / "train.csv").write_text("image,label\ninside.png,a\n../outside.png,b\n")
+    with pytest.raises(LobellError) as error:
+        ImageReader()(data / "train.csv", "image", "label", "classification")
+    message = str(error.value)
+    assert "row 3" in message and "'../outside.png' points outside" in message and "\n" not in message
+    # An absolute path is the user's explicit choice: taken as given.
+    (data / "train.csv").write_text(f"image,label\ninside.png,a\n{tmp_path / 'outside.png'},b\n")
+    paths, labels, _ = ImageReader()(data / "train.csv", "image", "label", "classification")
+    assert paths[1] == str(tmp_path / "outside.png") and labels == ["a", "b"]
+
+
+def test_a_huge_jpeg_is_decoded_at_reduced_scale(tmp_path):
+    from lobell.data import image as image_module
+
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (8000, 6000), (200, 30, 30)).save(path, quality=50)  # 48 MP: 144 MB decoded in full
+    assert image_problem(path) is None
+    opened = open_rgb(path)
+    assert opened.width * opened.height <= 4 * image_module.DRAFT_SIDE ** 2  # libjpeg's 1/4 scale: 2000 x 1500
+    assert min(opened.size) >= image_module.DRAFT_SIDE
+    assert np.asarray(opened)[10, 10].tolist() == pytest.approx([200, 30, 30], abs=4)
+
+
+def test_an_image_too_large_to_decode_safely_is_named(tmp_path, monkeypatch):
+    from lobell.data import image as image_module
+
+    monkeypatch.setattr(image_module, "MAX_DECODED_PIXELS", 4_000_000)
+    path = tmp_path / "poster.png"
+    Image.new("RGB", (2500, 2000), "blue").save(path)
+    reason = image_problem(path)
+    assert reason is not None and "2500 x 2000 pixels" in reason and "downscale" in reason
+    with pytest.raises(LobellError, match="poster.png.*2500 x 2000 pixels"):
+        open_rgb(path)
+    # A larger JPEG is fine: it decodes at half scale (3 MP), under the bound.
+    Image.new("RGB", (4000, 3000), "blue").save(tmp_path / "photo.jpg")
+    assert image_problem(tmp_path / "photo.jpg") is None and open_rgb(tmp_path / "photo.jpg").size == (2000, 1500)

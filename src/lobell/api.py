@@ -146,13 +146,13 @@ class TextClassifier(FineTuner):
     @classmethod
     def load(cls, directory: str | Path) -> TextClassifier:
         """Reload a folder written by `save()` or a run's `model/` folder."""
-        from lobell.models.text import TextAdapter
+        from lobell.tasks import load_adapter
 
         directory = Path(directory)
         info = json.loads((directory / "lobell.json").read_text())
         config = validate_config(info.get("config") or {"task": info.get("task", "text-classification")})
         self = cls.__new__(cls)
-        FineTuner.__init__(self, config, TextAdapter.load(directory), info["labels"])
+        FineTuner.__init__(self, config, load_adapter(directory, "text"), info["labels"])  # also lora.merge: false
         self._label_values = _restore_types(info["labels"])
         return self
 

@@ -64,11 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     p = command("predict", _predict, "predict with a finished run's model")
     p.add_argument("run_dir", type=Path)
     p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column, or (image "
-                   "tasks) a folder of images")
+                   "tasks) a folder of images, or (audio tasks) a folder of audio files or one audio file")
     p.add_argument("--output", type=Path, default=None, help="where to write the predictions (default: stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = command("evaluate", _evaluate, "print a finished run's metrics on a labelled data file, as JSON")
     p.add_argument("run_dir", type=Path)
     p.add_argument("data", type=Path)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = command("demo", _demo, "run a built-in example on real data and real pre-trained weights "
                 "(text: MiniLM on Rotten Tomatoes reviews; vision: MobileNetV2 on Fashion-MNIST)")
     p.add_argument("items", nargs="*", metavar="[NAME] KEY=VALUE", help="the demo's name (default: text), then overrides")
@@ -170,12 +172,13 @@ def _layers(args) -> int:
 
 
 def _predict(args) -> int:
+    from lobell.console import Reporter
     from lobell.predict import Predictor, read_prediction_inputs
     from lobell.run_dir import atomic_write_text
 
     predictor = Predictor.from_run(args.run_dir)
     inputs, frame = read_prediction_inputs(predictor, args.input)
-    table = predictor.predict_table(inputs)
+    table = predictor.predict_table(inputs, Reporter(args.quiet))
     table.insert(0, predictor.input_column(), frame[predictor.input_column()].tolist())
     text = table.to_csv(index=False)
     if args.output is None:
@@ -187,9 +190,10 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from lobell.console import Reporter
     from lobell.predict import Predictor
 
-    metrics = Predictor.from_run(args.run_dir).evaluate_file(args.data)
+    metrics = Predictor.from_run(args.run_dir).evaluate_file(args.data, Reporter(args.quiet))
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lobell.errors import LobellError, nearest
 
@@ -22,15 +22,32 @@ TASKS = (
     "image-classification",
     "image-multi-label",
     "image-regression",
+    "audio-classification",
+    "speech-recognition",
 )
 LOSSES = ("auto", "cross-entropy", "bce", "mse", "huber")
-STRATEGIES = ("full", "feature-extraction", "gradual", "discriminative", "two-stage")
+STRATEGIES = ("full", "feature-extraction", "gradual", "discriminative", "two-stage", "lora")
 
 
 class _Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are checked on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `true` as 1 for a number; `batch_size: true` is a mistake, not a batch of one.
+        if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expects a number or a name, not true/false")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes true/false: bool itself, or a union/optional/Annotated holding it."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if not isinstance(arg, (str, int, float)) or arg is bool)
 
 
 class DataConfig(_Section):
@@ -56,6 +73,12 @@ class DataConfig(_Section):
     # False: an unreadable, corrupt or empty image stops the run with one error naming the file,
     # since silently training on less data hides broken datasets; True skips and counts them.
     skip_bad_images: bool = False
+    # Audio tasks: the column of a CSV/JSONL that holds WAV/FLAC paths (relative to that file); the
+    # label column holds the class (audio-classification) or the transcript (speech-recognition).
+    audio_column: str = "audio"
+    # audio-classification: clips are cut to their first N seconds (None: whole clips). Attention
+    # cost grows with the square of the length; keyword-spotting clips are ~1 s.
+    max_seconds: float | None = Field(None, gt=0)
 
 
 class OptimizerConfig(_Section):
@@ -82,7 +105,7 @@ class EarlyStoppingConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    name: Literal["full", "feature-extraction", "gradual", "discriminative", "two-stage"] = "full"
+    name: Literal["full", "feature-extraction", "gradual", "discriminative", "two-stage", "lora"] = "full"
     # full/gradual: pre-trained groups train at lr x this (0.4 x 5e-5 = 2e-5, BERT's usual best).
     backbone_lr_scale: float = Field(0.4, gt=0, le=1)
     # discriminative: group LR = head LR x lr_decay ** (distance from the head); combinable.
@@ -92,6 +115,31 @@ class StrategyConfig(_Section):
     frozen_epochs: int = Field(1, ge=1)  # two-stage: head-only epochs first
     unfrozen_lr_factor: float = Field(0.5, gt=0, le=1)  # two-stage: all LRs x this afterwards
     train_bn: bool = False  # frozen batch-norm layers keep their running statistics
+    # Audio: the CNN feature encoder (wav2vec2/HuBERT) stays frozen in every stage, as the wav2vec2
+    # paper and transformers' examples fine-tune; true makes it a group like any other.
+    train_feature_encoder: bool = False
+
+
+class LoraConfig(_Section):
+    """strategy=lora (docs/lora-and-distillation.md): low-rank adapters through peft; the head trains in full."""
+
+    r: int = Field(8, ge=1)  # the LoRA paper's 4-8 already match full fine-tuning on GLUE-sized tasks
+    alpha: float = Field(16, gt=0)  # updates scale by alpha / r; 2 x r is the usual pairing
+    dropout: float = Field(0.1, ge=0, lt=1)  # on the adapters' input: peft's examples for BERT-sized encoders
+    # None: per family (BERT-like query,value from peft's table; a ViT's qkv; else every linear layer).
+    # Layer names, matched like peft does (the name or a `.name` suffix); convolutions are refused.
+    target_modules: list[str] | None = None
+    # true: model/ holds plain merged weights (plain transformers loads it); false: a peft adapter folder
+    # that names its base model (smaller; lobell predict and peft.PeftModel.from_pretrained load it).
+    merge: bool = True
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation (Hinton et al. 2015): the student also matches a fine-tuned teacher's outputs."""
+
+    teacher: str  # a finished lobell run folder, its model/ folder, or (text) a fine-tuned classifier's name
+    temperature: float = Field(2.0, gt=0)  # DistilBERT's T=2: softens the teacher without flattening it
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the teacher's soft targets; 1 - alpha on the labels
 
 
 class LossConfig(_Section):
@@ -121,6 +169,21 @@ class HeadConfig(_Section):
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
 
 
+class TaskHeadConfig(_Section):
+    """One head of a multi-task model (docs/multi-task.md): the column it learns and how."""
+
+    # Prefixes its metrics (`sentiment/accuracy`) and prediction columns; names its head's weights.
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    label_column: str | None = None  # None: the column named like the task
+    kind: Literal["classification", "multi-label", "regression"] = "classification"
+    # Its loss x this in the weighted sum the model trains on; 1.0 each: every task counts the same.
+    loss_weight: float = Field(1.0, ge=0)
+
+    @property
+    def column(self) -> str:
+        return self.label_column or self.name
+
+
 class MixupConfig(_Section):
     """Mixup / CutMix on training batches (timm's names); both alphas 0 = off."""
 
@@ -129,6 +192,21 @@ class MixupConfig(_Section):
     cutmix_alpha: float = Field(0.0, ge=0)  # timm's recipes use 1.0
     prob: float = Field(1.0, ge=0, le=1)  # chance that a batch is mixed at all
     switch_prob: float = Field(0.5, ge=0, le=1)  # with both alphas set: chance of CutMix over Mixup
+
+
+class SpeedConfig(_Section):
+    """Speed levers, each on where it is safe (docs/benchmarks.md measures them)."""
+
+    # While only the head trains (feature-extraction; the first stage of two-stage and gradual),
+    # run the frozen backbone once per example and train the head on the stored features. Off by
+    # itself where inputs change every epoch (image augment other than none, mixup).
+    cache_features: bool = True
+    # None: the features live in memory for the run; a folder: also saved there, named by a key of
+    # model, weights, data and preprocessing, so later runs on the same inputs reuse them.
+    feature_cache_dir: Path | None = None
+    # CNN weights in channels-last memory order. auto: on CUDA only, where it speeds convolutions;
+    # on a CPU the gain measured was within noise (bench/channels_last.py).
+    channels_last: Literal["auto", "on", "off"] = "auto"
 
 
 class CheckpointConfig(_Section):
@@ -159,6 +237,7 @@ class Config(_Section):
     output_dir: Path | None = None  # None: runs/<task>-<timestamp>
     log_every: int = Field(20, ge=1)  # steps between progress-bar loss updates
     checkpoint: CheckpointConfig = CheckpointConfig()
+    speed: SpeedConfig = SpeedConfig()
     # true: keys you leave unset get the LO-BELL recipe's values for this model and data (see
     # `lobell recipe`, docs/recipe.md); false: the fixed defaults written in this file.
     recipe: bool = True
@@ -168,6 +247,9 @@ class Config(_Section):
     model_weights: str | None = None
     # None: the backbone's own head shape with a new output layer; a section adds new layers.
     head: HeadConfig | None = None
+    # Several heads on one backbone (docs/multi-task.md): one head per task, each with its own label
+    # column, kind and loss weight; `task` then only picks the modality. None: one head, data.label_column.
+    tasks: list[TaskHeadConfig] | None = None
     # Image training augmentation (docs/vision.md): light = random-resized crop (scale 0.5-1) and
     # horizontal flip, mild enough not to pull images far from what the backbone saw in
     # pre-training; none = the evaluation transform; strong adds TrivialAugment and random erasing.
@@ -177,6 +259,8 @@ class Config(_Section):
     # Accelerate's trackers. Off by default: the run folder already holds every number, and each
     # tracker is an extra package (`pip install "lobell[tracking]"`).
     tracking: Literal["none", "tensorboard", "mlflow"] = "none"
+    lora: LoraConfig = LoraConfig()  # used by strategy=lora only
+    distill: DistillConfig | None = None  # None: no teacher; a section trains this model as a student
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:
@@ -188,11 +272,52 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _check_lora_and_distill(self) -> Config:
+        changed = [k for k, v in self.lora.model_dump().items() if v != LoraConfig.model_fields[k].default]
+        if changed and self.strategy.name != "lora":
+            raise ValueError(f"lora.{changed[0]} applies to strategy=lora, not strategy={self.strategy.name}")
+        if not self.lora.merge and not self.task.startswith("text-"):
+            raise ValueError(f"lora.merge=false keeps adapters for text models only; task={self.task} merges them")
+        if self.distill is not None and (self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0):
+            raise ValueError("distill: the teacher's outputs are cached per image, which mixup/cutmix would not match; "
+                             "turn mixup off")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> Config:
+        if self.tasks is None:
+            return self
+        names = [task.name for task in self.tasks]
+        if not names:
+            raise ValueError("tasks is empty: list at least one {name, label_column, kind}, or remove it")
+        repeated = next((name for name in names if names.count(name) > 1), None)
+        if repeated:
+            raise ValueError(f"tasks: the name {repeated!r} is used twice; each task needs its own name")
+        if not any(task.loss_weight > 0 for task in self.tasks):
+            raise ValueError("tasks: every loss_weight is 0, so nothing would train; give one task a weight > 0")
+        single = {"loss.name": self.loss.name != "auto", "loss.class_weights": self.loss.class_weights != "none",
+                  "mixup": self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0}
+        used = [key for key, set_ in single.items() if set_]
+        if used:
+            raise ValueError(f"{used[0]} applies to single-task runs; with tasks each head's kind picks its loss")
+        if "monitor" not in self.early_stopping.model_fields_set:
+            self.early_stopping.monitor = "loss"  # the weighted sum: every task counts
+        monitor = self.early_stopping.monitor
+        known = ["loss"] + [f"{t.name}/{m}" for t in self.tasks for m in METRICS[t.kind]]
+        if monitor not in known:
+            raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric of these tasks; use loss (the "
+                             f"weighted sum) or TASK/METRIC such as {known[1]}{nearest(monitor, known)}")
+        return self
+
+    @model_validator(mode="after")
     def _check_monitor(self) -> Config:
-        # The default, accuracy, stands for rmse in regression (the runner's _monitor): saved configs hold it.
+        if self.tasks is not None:  # checked by _check_tasks
+            return self
+        # The default, accuracy, stands for rmse in regression and wer in speech recognition (the
+        # runner's _monitor): saved configs hold it.
         problem = self.task.partition("-")[2]
         monitor, known = self.early_stopping.monitor, METRICS[problem]
-        if monitor not in known and not (problem == "regression" and monitor == "accuracy"):
+        if monitor not in known and not (problem in ("regression", "recognition") and monitor == "accuracy"):
             raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric of {self.task}; use one of "
                              f"{', '.join(known)}{nearest(monitor, known)}")
         return self
@@ -202,13 +327,22 @@ class Config(_Section):
         modality, _, problem = self.task.partition("-")
         mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
         if modality != "image":
-            # `head` too: a text model's custom head needs TextAdapter to save and reload it (not yet).
             image_only = {"model_weights": self.model_weights is not None, "augment": self.augment != "light",
-                          "mixup": mixing, "data.image_size": self.data.image_size is not None,
-                          "head": self.head is not None}
+                          "mixup": mixing, "data.image_size": self.data.image_size is not None}
             used = [key for key, set_ in image_only.items() if set_]
             if used:
                 raise ValueError(f"{used[0]} applies to image tasks, not task={self.task}")
+        audio = {"data.max_seconds": self.data.max_seconds is not None and self.task != "audio-classification",
+                 "strategy.train_feature_encoder": self.strategy.train_feature_encoder and modality not in
+                 ("audio", "speech"),
+                 "head": self.head is not None and modality in ("audio", "speech")}
+        used = [key for key, set_ in audio.items() if set_]
+        if used:
+            where = {"data.max_seconds": "audio-classification" + (" (a transcript cannot be cut with its clip)"
+                                                                    if modality == "speech" else ""),
+                     "strategy.train_feature_encoder": "audio tasks",
+                     "head": "text and image tasks (audio models keep their own head shape)"}[used[0]]
+            raise ValueError(f"{used[0]} applies to {where}, not task={self.task}")
         if mixing and problem == "regression":
             raise ValueError("mixup/cutmix mixes class labels: use it with image-classification or image-multi-label")
         if mixing and problem == "classification" and self.loss.name == "bce":
@@ -233,7 +367,8 @@ class Config(_Section):
 # the names early_stopping.monitor may take.
 METRICS = {"classification": ("accuracy", "f1_macro", "loss"),
            "multi-label": ("accuracy", "f1_micro", "f1_macro", "loss"),
-           "regression": ("rmse", "mae", "r2", "pearson", "loss")}
+           "regression": ("rmse", "mae", "r2", "pearson", "loss"),
+           "recognition": ("wer", "cer", "loss")}  # speech-recognition: word/character error rates
 
 # Sections that accept a bare name as shorthand: `strategy: gradual` == `strategy: {name: gradual}`.
 _SHORTHAND = ("strategy", "optimizer", "scheduler", "loss")
@@ -319,11 +454,13 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def _section_fields(loc: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = Config
     for part in loc:
+        if isinstance(part, int):  # an item of a list of sections (`tasks.0.kind`)
+            continue
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        # An optional section (`head: HeadConfig | None`) suggests keys of the section itself.
-        annotation = next((a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
-                          annotation)
+        # An optional section (`head: HeadConfig | None`) or a list of them suggests keys of the section itself.
+        inner = [b for a in get_args(annotation) for b in (a, *get_args(a))]
+        annotation = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:

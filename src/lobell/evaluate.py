@@ -11,7 +11,7 @@ MULTI_LABEL_THRESHOLD = 0.5
 
 
 def is_minimised(name: str) -> bool:
-    return name in MINIMISED
+    return name.rpartition("/")[2] in MINIMISED  # a multi-task metric: `<task>/rmse`
 
 
 def probabilities(logits: np.ndarray, problem: str) -> np.ndarray:
@@ -28,6 +28,14 @@ def probabilities(logits: np.ndarray, problem: str) -> np.ndarray:
 def compute_metrics(logits: np.ndarray, targets: np.ndarray, problem: str,
                     labels: list[str] | None = None) -> dict[str, float]:
     """Headline metrics for the task; per-class details live in `classification_details`."""
+    if _multitask(labels):  # one block of `<task>/<metric>` per head (models/multitask.py)
+        from lobell.models.multitask import task_metrics
+
+        return task_metrics(labels, logits, targets)
+    if problem == "ctc":  # labels: the character vocabulary; logits: frame outputs (SpeechAdapter.forward)
+        from lobell.transcripts import error_rates, greedy_transcripts, reference_transcripts
+
+        return error_rates(reference_transcripts(targets, labels), greedy_transcripts(logits, labels))
     if problem == "classification":
         predictions = logits.argmax(axis=1)
         return {"accuracy": float(skm.accuracy_score(targets, predictions)),
@@ -72,7 +80,15 @@ def write_predictions(path, inputs: list, logits: np.ndarray, targets: np.ndarra
 
     from lobell.run_dir import atomic_write_text
 
+    if _multitask(labels):  # per example, a target and prediction per task (models/multitask.py)
+        from lobell.models.multitask import write_task_predictions
+
+        return write_task_predictions(path, labels, inputs, logits, targets, loss_fn)
     probs = probabilities(logits, problem)
+    if problem == "ctc":
+        from lobell.transcripts import error_rates, greedy_transcripts, reference_transcripts
+
+        heard, said = greedy_transcripts(logits, labels), reference_transcripts(targets, labels)
     lines = []
     for i, item in enumerate(inputs):
         loss = float(loss_fn(torch.from_numpy(logits[i : i + 1]), torch.from_numpy(targets[i : i + 1])))
@@ -84,7 +100,16 @@ def write_predictions(path, inputs: list, logits: np.ndarray, targets: np.ndarra
             record.update(target=[n for n, t in zip(labels, targets[i]) if t >= 0.5],
                           prediction=[n for n, p in zip(labels, probs[i]) if p >= MULTI_LABEL_THRESHOLD],
                           probabilities=[float(p) for p in probs[i]])
+        elif problem == "ctc":
+            record.update(target=said[i], prediction=heard[i], cer=error_rates([said[i]], [heard[i]])["cer"])
         else:
             record.update(target=float(targets[i]), prediction=float(probs[i]))
         lines.append(json.dumps(record))
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _multitask(labels) -> bool:
+    """A multi-task run passes its TaskHeads where a single task passes its label names."""
+    from lobell.data.multitask import TaskHeads
+
+    return isinstance(labels, TaskHeads)

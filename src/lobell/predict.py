@@ -26,6 +26,10 @@ class Predictor:
         self.adapter = adapter
         self.labels = labels
         self.modality, self.problem = parse_task(cfg.task)
+        if cfg.tasks is not None:  # a multi-task model: its tasks and their labels travel in the head spec
+            from lobell.data.multitask import TaskHeads
+
+            self.labels = TaskHeads.from_spec(adapter.head, cfg.loss.label_smoothing)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -48,18 +52,28 @@ class Predictor:
         width = 1 if self.labels is None else len(self.labels)
         dummy = np.zeros((len(inputs), width) if self.problem == "multi-label" else len(inputs),
                          dtype=np.int64 if self.problem == "classification" else np.float32)
-        dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), dummy, "input"))
+        if self.problem == "ctc":  # no transcripts to compare with
+            dummy = np.full(len(inputs), "", dtype=object)
+        reporter = reporter or Reporter(quiet=True)
+        dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), dummy, "input"), reporter=reporter)
         accelerator = make_accelerator(self.cfg.precision)
         loader = accelerator.prepare(build_loader(self.cfg, self.adapter, dataset, train=False))
         model = accelerator.prepare_model(self.adapter.model, evaluation_mode=True)
-        logits, _, _ = predict_logits(accelerator, self.adapter, model, loader, reporter or Reporter(quiet=True),
-                                      description="predict")
+        logits, _, _ = predict_logits(accelerator, self.adapter, model, loader, reporter, description="predict")
         self.adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         return logits
 
     def predict_table(self, inputs: list, reporter: Reporter | None = None) -> pd.DataFrame:
         """One row per input: the prediction and its probability (or the value, for regression)."""
         logits = self.logits(inputs, reporter)
+        if self.cfg.tasks is not None:  # a column block per task
+            from lobell.models.multitask import task_table
+
+            return task_table(self.labels, logits)
+        if self.problem == "ctc":  # labels: the character vocabulary
+            from lobell.transcripts import greedy_transcripts
+
+            return pd.DataFrame({"transcript": greedy_transcripts(logits, self.labels)})
         probs = probabilities(logits, self.problem)
         if self.problem == "classification":
             best = probs.argmax(axis=1)
@@ -74,6 +88,10 @@ class Predictor:
         return pd.DataFrame({"prediction": probs})
 
     def evaluate_file(self, path: Path, reporter: Reporter | None = None) -> dict[str, float]:
+        if self.cfg.tasks is not None:
+            from lobell.models.multitask import evaluate_task_file
+
+            return evaluate_task_file(self, path, reporter)
         read = data_reader(self.cfg, self.modality)
         inputs, raw, _ = read(path, self.input_column(), self.cfg.data.label_column, self.problem)
         _report_skipped(read)
@@ -108,9 +126,9 @@ def _read_model_info(run_dir: Path, info_path: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise LobellError(f"run folder '{run_dir}': {info_path.name} in model/ cannot be read ({exc}); the model "
                           f"folder is damaged: train again") from None
-    if not isinstance(info, dict) or info.get("modality") not in ("text", "image"):
-        raise LobellError(f"run folder '{run_dir}': model/{info_path.name} names no modality (text or image); the "
-                          f"model folder is damaged: train again")
+    if not isinstance(info, dict) or info.get("modality") not in ("text", "image", "audio", "speech"):
+        raise LobellError(f"run folder '{run_dir}': model/{info_path.name} names no modality (text, image, audio or "
+                          f"speech); the model folder is damaged: train again")
     return info
 
 

@@ -49,9 +49,11 @@ class Choice:
 
 def profile_of(cfg: Config, splits, adapter) -> Profile:
     modality, _, problem = cfg.task.partition("-")
-    problem = {"classification": "classification", "multi-label": "multi-label"}.get(problem, "regression")
+    problem = {"classification": "classification", "multi-label": "multi-label", "recognition": "ctc"}.get(
+        problem, "regression")
+    problem = "multi-task" if cfg.tasks is not None else problem
     params = sum(p.numel() for p in adapter.model.parameters())
-    family = "encoder" if modality == "text" else ("vit" if "vit" in cfg.model.lower() else "cnn")
+    family = "encoder" if modality in ("text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower() else "cnn")
     prof = Profile(modality, problem, family, params, len(splits.train))
     if problem == "classification":
         counts = np.bincount(splits.train.targets, minlength=len(splits.labels))
@@ -113,6 +115,10 @@ def describe(choices: list[Choice], prof: Profile) -> str:
 
 
 def _layers(p: Profile) -> Choice:
+    if p.problem == "ctc":
+        return Choice("L", "Layers", {"strategy.name": "full"},
+                      "CTC fine-tuning trains every transformer block even on minutes of speech (wav2vec2 paper); "
+                      "the CNN feature encoder stays frozen (strategy.train_feature_encoder)")
     if p.n_train < SMALL:
         return Choice("L", "Layers", {"strategy.name": "feature-extraction"},
                       f"{p.n_train} examples (< {SMALL}) are too few to move {p.params / 1e6:.0f}M pre-trained weights "
@@ -145,6 +151,9 @@ def decide_batch(p: Profile) -> int:
 
 
 def _batch(p: Profile) -> Choice:
+    if p.modality in ("audio", "speech"):
+        return Choice("B", "Batch size", {"batch_size": 16},
+                      "16 clips: audio is long (50 frames a second); set batch_size=auto to fill a GPU")
     if p.modality == "text":
         size = 16 if p.n_train < MEDIUM else 32
         why = f"{p.n_train} examples: 16 gives more update steps" if size == 16 else "32, the top of BERT's 16-32"
@@ -154,6 +163,16 @@ def _batch(p: Profile) -> Choice:
 
 
 def _epochs(p: Profile) -> Choice:
+    if p.problem == "ctc":
+        epochs = 30 if p.n_train < 5000 else 10
+        return Choice("E", "Epochs", {"epochs": epochs, "early_stopping.patience": 5},
+                      f"CTC learns slowly (transformers' examples: 30 epochs); {p.n_train} clips -> {epochs}. It first "
+                      f"emits only blanks, so WER stays at 1.0 for a few epochs: patience 5")
+    if p.modality == "audio":
+        epochs = 10 if p.n_train < 1000 else 5
+        return Choice("E", "Epochs", {"epochs": epochs},
+                      f"audio classifiers fine-tune in 5-10 epochs; {p.n_train} clips -> {epochs} (early stopping "
+                      f"guards)")
     if p.modality == "text":
         epochs = 4 if p.n_train < MEDIUM else (2 if p.n_train >= 20000 else 3)
         return Choice("E", "Epochs", {"epochs": epochs},
@@ -164,6 +183,11 @@ def _epochs(p: Profile) -> Choice:
 
 
 def _loss(p: Profile) -> Choice:
+    if p.problem == "multi-task":
+        return Choice("L", "Loss", {"loss.name": "auto"}, "one loss per task head by its kind (cross-entropy, BCE, "
+                      "MSE), weighted by tasks[].loss_weight")
+    if p.problem == "ctc":
+        return Choice("L", "Loss", {"loss.name": "auto"}, "transcripts: CTC over the audio frames (auto = ctc)")
     if p.problem == "multi-label":
         return Choice("L", "Loss", {"loss.name": "bce"}, "several labels per example: binary cross-entropy per label")
     if p.problem == "regression":
@@ -182,6 +206,13 @@ def _learning_rate(p: Profile, strategy: str, optimizer: str) -> Choice:
         lr = 1e-2 if optimizer == "sgd" else 1e-3
         return Choice("L", "Learning rate", {"optimizer.lr": lr},
                       f"only a new head trains: a high LR ({lr:g}) is safe", )
+    if p.modality in ("audio", "speech"):
+        body, scale = (1e-4, 1.0) if p.problem == "ctc" else (3e-5, 0.3)
+        why = ("wav2vec2-style CTC fine-tuning: 1e-4 for the whole model, the feature encoder frozen" if scale == 1.0
+               else "wav2vec2/HuBERT/AST classifiers: pre-trained layers at 3e-5, the new head at 1e-4")
+        return Choice("L", "Learning rate", {"optimizer.lr": round(body / scale, 8),
+                                             "strategy.backbone_lr_scale": scale, "scheduler.name": "linear",
+                                             "scheduler.warmup_ratio": 0.1}, why)
     if p.modality == "text":
         body = 1e-4 if p.params < 50e6 else (3e-5 if p.params < 200e6 else 1e-5)
         scale = 0.4

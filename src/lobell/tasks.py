@@ -8,7 +8,8 @@ from lobell.config import Config
 from lobell.data.splits import Split, Splits
 from lobell.errors import LobellError
 
-PROBLEMS = {"classification": "classification", "multi-label": "multi-label", "regression": "regression"}
+PROBLEMS = {"classification": "classification", "multi-label": "multi-label", "regression": "regression",
+            "recognition": "ctc"}  # speech-recognition: transcripts through a CTC head
 
 
 def parse_task(task: str) -> tuple[str, str]:
@@ -23,20 +24,38 @@ def num_outputs(problem: str, labels: list[str] | None) -> int:
 
 def build_adapter(cfg: Config, modality: str, problem: str, labels: list[str] | None, weights: bool = True):
     """The backbone with its new head, its preprocessing and its layer map (`weights=False`: structure only)."""
+    if cfg.tasks is not None:  # one head per task (docs/multi-task.md)
+        from lobell.models.multitask import build_multitask_adapter
+
+        return build_multitask_adapter(cfg, modality, labels, weights)
     if modality == "text":
         from lobell.models.text import TextAdapter
 
-        return TextAdapter.from_pretrained(cfg.model, num_outputs(problem, labels), problem, labels, weights=weights)
+        head = cfg.head.model_dump() if cfg.head is not None else None
+        return TextAdapter.from_pretrained(cfg.model, num_outputs(problem, labels), problem, labels, weights=weights,
+                                           head=head)
     if modality == "image":
         from lobell.models.vision import VisionAdapter
 
         head = cfg.head.model_dump() if cfg.head is not None else None
         return VisionAdapter.from_pretrained(cfg.model, num_outputs(problem, labels), weights=cfg.model_weights,
                                              head=head, image_size=cfg.data.image_size, load_weights=weights)
+    if modality in ("audio", "speech"):  # labels: class names, or the CTC character vocabulary
+        from lobell.models.audio import AudioAdapter, SpeechAdapter
+
+        adapter_class = AudioAdapter if modality == "audio" else SpeechAdapter
+        return adapter_class.from_pretrained(cfg.model, labels, weights=weights,
+                                             train_feature_encoder=cfg.strategy.train_feature_encoder)
     raise LobellError(f"task '{cfg.task}' is not available in this version of lobell")
 
 
 def load_adapter(model_dir, modality: str):
+    from pathlib import Path
+
+    if (Path(model_dir) / "adapter_config.json").is_file():  # saved with lora.merge: false
+        from lobell.strategies.lora import load_unmerged
+
+        return load_unmerged(model_dir, modality)
     if modality == "text":
         from lobell.models.text import TextAdapter
 
@@ -45,19 +64,32 @@ def load_adapter(model_dir, modality: str):
         from lobell.models.vision import VisionAdapter
 
         return VisionAdapter.load(model_dir)
+    if modality in ("audio", "speech"):
+        from lobell.models.audio import AudioAdapter, SpeechAdapter
+
+        return (AudioAdapter if modality == "audio" else SpeechAdapter).load(model_dir)
     raise LobellError(f"run folder model '{model_dir}' has unknown modality '{modality}'")
 
 
-def build_dataset(cfg: Config, adapter, split: Split, max_length: int | None = None):
+def build_dataset(cfg: Config, adapter, split: Split, max_length: int | None = None, reporter=None):
+    """The split as the model reads it; `reporter` shows a bar over slow preprocessing (tokenising)."""
     if adapter.modality == "text":
         from lobell.data.text import TokenizedText, max_length_for
 
         length = max_length or max_length_for(adapter.tokenizer, adapter.model.config, cfg.data.max_length)
-        return TokenizedText(adapter.tokenizer, split.inputs, split.targets, length)
+        return TokenizedText(adapter.tokenizer, split.inputs, split.targets, length,
+                             track=reporter.track if reporter else None)
     if adapter.modality == "image":
         from lobell.data.image import ImageDataset
 
         return ImageDataset(split.inputs, split.targets, adapter.preprocessing.eval_transform())
+    if adapter.modality in ("audio", "speech"):
+        from lobell.data.audio import AudioDataset
+
+        seconds = cfg.data.max_seconds
+        return AudioDataset(split.inputs, split.targets, adapter.sampling_rate,
+                            round(seconds * adapter.sampling_rate) if seconds else None,
+                            encode=getattr(adapter, "encode_transcript", None))
     raise LobellError(f"modality '{adapter.modality}' has no dataset builder")
 
 
@@ -84,11 +116,23 @@ def build_loader(cfg: Config, adapter, dataset, train: bool) -> DataLoader:
 
             sampler = ShuffledBatches(len(dataset), batch_size, seed=cfg.seed)
         else:
-            sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train)
+            sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train,
+                                           drop_single=train and cfg.head is not None and cfg.head.batch_norm)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
                           generator=own_generator())
     if adapter.modality == "image":
         return _image_loader(cfg, adapter, dataset, train, batch_size)
+    if adapter.modality in ("audio", "speech"):
+        import torch
+
+        from lobell.data.audio import AudioCollator
+        from lobell.data.text import LengthGroupedBatches
+
+        # Similar lengths in a batch: least padding (training: random buckets; evaluation: sorted).
+        collate = AudioCollator(adapter.feature_extractor, None if adapter.modality == "speech" else torch.long)
+        sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+                          generator=own_generator())
     raise LobellError(f"modality '{adapter.modality}' has no loader builder")
 
 
@@ -117,12 +161,18 @@ def data_reader(cfg: Config, modality: str):
         from lobell.data.image import ImageReader
 
         return ImageReader(skip_bad=cfg.data.skip_bad_images)
+    if modality in ("audio", "speech"):
+        from lobell.data.audio import AudioReader
+
+        return AudioReader()
     from lobell.data.splits import read_inputs_and_targets
 
     return read_inputs_and_targets
 
 
 def input_column(cfg: Config, modality: str) -> str:
+    if modality in ("audio", "speech"):
+        return cfg.data.audio_column
     return cfg.data.image_column if modality == "image" else cfg.data.text_column
 
 
@@ -131,7 +181,12 @@ def load_task_splits(cfg: Config, modality: str, problem: str) -> Splits:
     from lobell.data.splits import load_splits
 
     read = data_reader(cfg, modality)
-    splits = load_splits(cfg.data, problem, cfg.seed, input_column=input_column(cfg, modality), read=read)
+    if cfg.tasks is not None:  # a label column per task, packed into one target row (docs/multi-task.md)
+        from lobell.data.multitask import load_multitask_splits
+
+        splits = load_multitask_splits(cfg, read, input_column(cfg, modality))
+    else:
+        splits = load_splits(cfg.data, problem, cfg.seed, input_column=input_column(cfg, modality), read=read)
     splits.notes.extend(read.notes() if hasattr(read, "notes") else [])
     return splits
 

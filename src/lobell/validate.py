@@ -13,12 +13,19 @@ def skeleton_adapter(cfg: Config, labels: list[str] | None):
     """The model's structure on the meta device: every shape, no weights read, no memory used."""
     modality, problem = parse_task(cfg.task)
     with torch.device("meta"):
-        return build_adapter(cfg, modality, problem, labels or ["a", "b"], weights=False)
+        adapter = build_adapter(cfg, modality, problem, labels or ["a", "b"], weights=False)
+        if cfg.strategy.name == "lora":  # the adapters' layer map: what the plan trains and `lobell layers` shows
+            from lobell.strategies.lora import apply_lora
+
+            apply_lora(adapter, cfg.lora, cfg.optimizer.name)
+    return adapter
 
 
 def validate_run_config(cfg: Config) -> list[str]:
     """Check keys, values, data files, columns, labels, model and freeze plan; return a summary."""
-    _, problem = parse_task(cfg.task)
+    from lobell.tracking import check_installed
+
+    check_installed(cfg.tracking)
     lines = [f"config ok: task {cfg.task}, model {cfg.model}, strategy {cfg.strategy.name}"]
     labels = None
     if cfg.data.train is not None:
@@ -43,7 +50,7 @@ def describe_layers(cfg: Config) -> str:
     first = set(plan[0].trainable)
     rows = [f"{adapter.layer_map.source}", f"{'#':>3}  {'group':<44} {'parameters':>12}  trainable (stage 1: {plan[0].name})"]
     for i, group in enumerate(adapter.layer_map.groups):
-        rows.append(f"{i:>3}  {group.name:<44} {group.num_params(adapter.model):>12,}  {'yes' if i in first else 'no'}")
+        rows.append(f"{i:>3}  {group.name:<44} {group.num_params(adapter.model):>12,}  {'yes' if i in first else 'never (frozen)' if group.frozen else 'no'}")
     return "\n".join(rows)
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import InterpolationMode, v2
 
 from lobell.data.splits import _raw_targets
-from lobell.data.tables import read_table, require_columns, text_column
+from lobell.data.tables import read_table, require_columns, resolve_paths, text_column
 from lobell.errors import LobellError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -104,7 +104,7 @@ def _read_table(path: Path, input_column: str, label_column: str | None, problem
     if label_column is not None:
         required["data.label_column"] = label_column
     require_columns(frame, required, path)
-    paths = [str(p if Path(p).is_absolute() else path.parent / p) for p in text_column(frame, input_column, path)]
+    paths = resolve_paths(text_column(frame, input_column, path), path, frame, "image")
     raw = None if label_column is None else _raw_targets(frame, label_column, path, problem)
     return paths, raw, frame
 
@@ -124,12 +124,47 @@ def image_problem(path: str | Path) -> str | None:
         return "the file is empty (0 bytes)"
     try:
         with Image.open(path) as image:
+            too_big = _too_big(image)
+            if too_big:
+                return too_big
             image.draft("RGB", (64, 64))  # JPEG: decode at reduced scale; every byte is still read
             image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return reason.replace(f" '{path}'", "")  # PIL repeats the path the caller names anyway
     return None
+
+
+# Memory bound per decoded image: 40 MP is ~120 MB as RGB (a 7,000 x 5,700 photo). A larger JPEG is
+# decoded at 1/2, 1/4 or 1/8 scale (libjpeg's draft mode: never more than this many pixels); any
+# other format that large is refused rather than risk a worker's memory on one file.
+MAX_DECODED_PIXELS = 40_000_000
+# JPEGs are decoded at the smallest draft scale that still gives this many pixels on each side:
+# well above any backbone's input size, so the model sees the same picture.
+DRAFT_SIDE = 1024
+
+
+def _draft_scale(image: Image.Image) -> int:
+    """The libjpeg reduction (1, 2, 4 or 8) that keeps both sides >= DRAFT_SIDE; 1 for other formats."""
+    if image.format != "JPEG":
+        return 1
+    return max(s for s in (1, 2, 4, 8) if s == 1 or min(image.size) // s >= DRAFT_SIDE)
+
+
+def _reduce(image: Image.Image) -> None:
+    """Ask a JPEG to decode at its reduced scale (a no-op for other formats and small images)."""
+    if _draft_scale(image) > 1:
+        image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+
+
+def _too_big(image: Image.Image) -> str | None:
+    """Why decoding `image` would exceed MAX_DECODED_PIXELS after any draft reduction, or None."""
+    scale = _draft_scale(image)
+    width, height = -(-image.width // scale), -(-image.height // scale)
+    if width * height <= MAX_DECODED_PIXELS:
+        return None
+    return (f"it is {image.width} x {image.height} pixels, more than lobell decodes "
+            f"({MAX_DECODED_PIXELS // 1_000_000} MP) to keep memory bounded; downscale it first")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -156,6 +191,10 @@ def open_rgb(source) -> Image.Image:
         return to_rgb(Image.fromarray(source))
     try:
         with Image.open(source) as image:
+            too_big = _too_big(image)
+            if too_big:
+                raise LobellError(f"image '{source}' cannot be read: {too_big}")
+            _reduce(image)
             image.load()
             return to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -206,6 +206,10 @@ class TargetEncoder:
     def fit(cls, problem: str, raw: list, path: Path, column: str) -> TargetEncoder:
         if problem == "regression":
             return cls(problem, None, column)
+        if problem == "ctc":  # transcripts: the labels are the characters they use (the CTC vocabulary)
+            from lobell.data.audio import character_vocabulary
+
+            return cls(problem, character_vocabulary(raw), column)
         values = [v for row in raw for v in row] if problem == "multi-label" else raw
         if not values:
             raise LobellError(f"data file '{path}' column '{column}' holds no labels")
@@ -214,6 +218,8 @@ class TargetEncoder:
     def encode(self, raw: list, path: Path, frame: pd.DataFrame | None = None) -> np.ndarray:
         if self.problem == "regression":
             return np.asarray(raw, dtype=np.float32)
+        if self.problem == "ctc":
+            return np.asarray(raw, dtype=object)
         space = LabelSpace(self.labels)
         if self.problem == "classification":
             return space.encode(raw, path, self.column, frame)

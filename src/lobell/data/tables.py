@@ -267,3 +267,22 @@ def split_train_validation(n: int, targets: np.ndarray | None, fraction: float, 
             stratify = targets
     train, val = train_test_split(indices, test_size=n_val, stratify=stratify, random_state=seed)
     return np.sort(train), np.sort(val)
+
+
+def resolve_paths(values: list[str], table: Path, frame: pd.DataFrame, kind: str) -> list[str]:
+    """File paths (images, audio) relative to the data file, which must stay inside its folder
+    (absolute paths are taken as given): a `../` that escapes the folder is a wrong base or a
+    path-traversal entry in a shared data set, so it is refused with the row named."""
+    folder = table.parent.resolve()
+    paths = []
+    for row, value in enumerate(values):
+        if Path(value).is_absolute():
+            paths.append(value)
+            continue
+        resolved = (folder / value).resolve()
+        if not resolved.is_relative_to(folder):
+            raise LobellError(f"data file '{table}' {row_name(table, row, frame)}: {kind} path '{value}' points outside "
+                              f"the file's folder '{table.parent}'; relative {kind} paths are read from that folder, so "
+                              f"move the files under it or write an absolute path")
+        paths.append(str(table.parent / value))
+    return paths

@@ -38,14 +38,21 @@ def max_length_for(tokenizer, model_config, requested: int | None) -> int:
     return min(limits)
 
 
+TOKENIZE_CHUNK = 2048  # texts per tokenizer call: a bar that moves, no measurable cost
+
+
 class TokenizedText(Dataset):
     """Token ids for each text (no padding) and their targets; `truncated` counts the texts cut short."""
 
-    def __init__(self, tokenizer, texts: list[str], targets: np.ndarray, max_length: int):
+    def __init__(self, tokenizer, texts: list[str], targets: np.ndarray, max_length: int, track=None):
         # One token over the limit tells a text that was cut from one that fits exactly; only the
-        # (few) texts over the limit are tokenised a second time, at the limit.
-        encoded = tokenizer(texts, truncation=True, max_length=max_length + 1, return_attention_mask=False,
-                            return_token_type_ids=False)["input_ids"]
+        # (few) texts over the limit are tokenised a second time, at the limit. `track` (a
+        # Reporter's) shows a bar over chunks of texts.
+        chunks = range(0, len(texts), TOKENIZE_CHUNK)
+        encoded = []
+        for start in (track(chunks, "tokenising") if track else chunks):
+            encoded += tokenizer(texts[start:start + TOKENIZE_CHUNK], truncation=True, max_length=max_length + 1,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         long = [i for i, ids in enumerate(encoded) if len(ids) > max_length]
         if long:
             again = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length,
@@ -102,20 +109,23 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
     Each pass draws a fresh order from (seed, epoch); `set_epoch` pins the epoch, so a resumed run
     sees the same order. With `shuffle=False` batches are sorted by length (evaluation).
+    `drop_single`: leave out a last batch of one example (batch norm in a head cannot train on one).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, shuffle: bool = True,
+                 drop_single: bool = False):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.drop_single = drop_single and len(self.lengths) % batch_size == 1 and len(self.lengths) > 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        return math.ceil(len(self.lengths) / self.batch_size) - self.drop_single
 
     def __iter__(self):
         if not self.shuffle:
@@ -130,6 +140,8 @@ class LengthGroupedBatches(Sampler[list[int]]):
             chunk = order[start : start + bucket]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
+        if self.drop_single:
+            batches = [batch for batch in batches if len(batch) > 1]
         for index in rng.permutation(len(batches)):
             yield batches[index]
         self.epoch += 1

@@ -45,7 +45,20 @@ def head_spec(in_features: int, hidden: list[int], dropout: float, batch_norm: b
             "activation": activation}
 
 
-def head_from_spec(spec: dict, num_outputs: int) -> nn.Sequential:
+def spec_for(in_features: int, head: dict) -> dict:
+    """The saved spec of a `head:` section's keyword arguments, or of several task heads (`{"tasks": [...]}`,
+    see models/multitask.py)."""
+    if "tasks" in head:
+        return {"in_features": in_features, "tasks": [dict(task) for task in head["tasks"]]}
+    return head_spec(in_features, **head)
+
+
+def head_from_spec(spec: dict, num_outputs: int) -> nn.Module:
+    """The head a spec describes: a Sequential, or one per task side by side (a multi-task spec)."""
+    if "tasks" in spec:
+        from lobell.models.multitask import MultiTaskHeads
+
+        return MultiTaskHeads.from_spec(spec, num_outputs)
     return build_head(spec["in_features"], num_outputs, spec["hidden"], spec["dropout"], spec["batch_norm"],
                       spec["activation"])
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from lobell.data.image import Preprocessing, resize_for
 from lobell.errors import LobellError, nearest
-from lobell.models.heads import build_head, head_from_spec, head_spec, last_linear, set_submodule
+from lobell.models.heads import head_from_spec, last_linear, set_submodule, spec_for
 from lobell.models.hub import find_weights, read_state_dict
 from lobell.strategies.layer_map import LayerMap, build_layer_map, layer_map_from_assignment
 
@@ -95,8 +95,8 @@ class VisionAdapter:
         spec = None
         if head is not None:
             in_features = model.get_submodule(classifier).in_features
-            spec = head_spec(in_features, **head)
-            set_submodule(model, classifier, build_head(in_features, num_outputs, **head))
+            spec = spec_for(in_features, head)  # a `head:` section, or one head per task (models/multitask.py)
+            set_submodule(model, classifier, head_from_spec(spec, num_outputs))
         return cls(model, library, arch, f"{library}/{arch}", classifier, preprocessing, spec, model_args)
 
     @classmethod
@@ -135,6 +135,33 @@ class VisionAdapter:
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["pixel_values"])
+
+    def forward_features(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled features the head reads, one vector per example (computed in eval mode: feature cache).
+
+        timm: its own `forward_head(pre_logits=True)`; torchvision: the input of the top-level
+        module that holds the output layer (`fc`, `classifier`, `heads`: its dropout stays in the head).
+        """
+        if self.library == "timm":
+            return model.forward_head(model.forward_features(batch["pixel_values"]), pre_logits=True)
+        captured = []
+        head = model.get_submodule(self._head_root())
+        hook = head.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        try:
+            model(batch["pixel_values"])
+        finally:
+            hook.remove()
+        return captured[0]
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        """Logits from `forward_features`' output; timm's pre-logits dropout (`drop_rate`) applies here in training."""
+        if self.library == "timm":
+            features = nn.functional.dropout(features, getattr(model, "drop_rate", 0.0), model.training)
+            return model.get_submodule(self.classifier)(features)
+        return model.get_submodule(self._head_root())(features)
+
+    def _head_root(self) -> str:
+        return self.classifier.partition(".")[0]
 
     def save(self, directory: Path, extra: dict | None = None) -> None:
         """model.safetensors + config.json (timm's own format for timm models) + lobell.json."""

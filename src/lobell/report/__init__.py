@@ -10,7 +10,7 @@ from pathlib import Path
 from lobell.report import html, sections
 from lobell.report.card import write_model_card
 from lobell.report.run_files import RunFiles, load_run
-from lobell.run_dir import atomic_write_text
+from lobell.run_dir import atomic_write_bytes, atomic_write_text
 
 REPORT = "report.html"
 
@@ -35,7 +35,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append(section.html)
         images.update(section.images)
     for name, png in images.items():
-        html.atomic_write_bytes(run.run_dir / name, png)
+        atomic_write_bytes(run.run_dir / name, png)
     title = f"lobell run {run.run_dir.resolve().name}"
     path = run.run_dir / REPORT
     atomic_write_text(path, html.page(title, f"{run.task} | {run.base_model} | {run.run_dir.resolve()}", parts))

@@ -8,13 +8,15 @@ from collections import Counter
 from pathlib import Path
 
 from lobell.errors import LobellError
+from lobell.report import compression
 from lobell.report.choices import recipe_profile, recipe_rows
 from lobell.report.run_files import RunFiles, load_run
 from lobell.report.snippets import loading_snippet
 from lobell.run_dir import atomic_write_text
 
-_PIPELINE_TAGS = {"text": "text-classification", "image": "image-classification"}
-_LIBRARIES = {"text": "transformers"}
+_PIPELINE_TAGS = {"text": "text-classification", "image": "image-classification", "audio": "audio-classification",
+                  "speech": "automatic-speech-recognition"}
+_LIBRARIES = {"text": "transformers", "audio": "transformers", "speech": "transformers"}
 _SMALL_VALIDATION = 500  # below this, a validation accuracy's 95% interval is wider than about +-4 points
 
 
@@ -37,7 +39,7 @@ def model_card(run: RunFiles) -> str:
     parts = [_front_matter(run), f"# {run.run_dir.resolve().name}\n",
              (f"A {run.task} model fine-tuned by [lobell](https://pypi.org/project/lobell/) from "
               f"`{run.base_model}`.\n"),
-             _overview(run), _data(run), _recipe(run), _metrics(run),
+             _overview(run), _data(run), _recipe(run), _metrics(run), compression.markdown(run.run_dir),
              "## How to load it\n\n" + loading_snippet(run) + "\n", _limitations(run)]
     return "\n".join(part for part in parts if part)
 
@@ -62,6 +64,10 @@ def _overview(run: RunFiles) -> str:
     shown = ", ".join(f"`{label}`" for label in labels[:30]) + (f" and {len(labels) - 30} more" if len(labels) > 30 else "")
     rows = [("base model", f"`{run.base_model}`"), ("task", run.task),
             ("labels", f"{len(labels)}: {shown}" if labels else "none (regression)" if run.problem == "regression" else "?")]
+    if run.config.get("tasks"):  # several heads: each task's kind and column instead of one label set
+        rows[-1] = ("tasks", "; ".join(f"`{t.get('name')}` ({t.get('kind', 'classification')}, column "
+                                       f"`{t.get('label_column') or t.get('name')}`, loss weight {t.get('loss_weight', 1.0)})"
+                                       for t in run.config["tasks"]))
     return "## Model\n\n" + _markdown_table(["", ""], rows) + "\n"
 
 
@@ -77,7 +83,7 @@ def _data(run: RunFiles) -> str:
             ("test", _file(data.get("test")), sizes.get("test") or len(run.test_predictions) or "")]
     rows = [(split, source, f"{size:,}" if isinstance(size, int) else size) for split, source, size in rows]
     text = "## Data\n\n" + _markdown_table(["split", "source", "examples"], [r for r in rows if r[1] or r[2]]) + "\n"
-    if run.problem == "classification" and run.predictions:
+    if run.problem == "classification" and run.predictions and not run.config.get("tasks"):
         counts = Counter(str(row.get("target")) for row in run.predictions)
         text += "\nValidation labels: " + ", ".join(f"`{k}` {v}" for k, v in counts.most_common()) + ".\n"
     return text
@@ -129,7 +135,7 @@ def _limitations(run: RunFiles) -> str:
         half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / size)
         notes.append(f"The validation set is small ({size} examples): its accuracy {p:.3f} is uncertain by about "
                      f"+-{half:.3f} (95% normal interval).")
-    if run.problem != "regression" and run.labels:
+    if run.problem not in ("regression", "recognition") and run.labels and not run.config.get("tasks"):
         notes.append("It only knows the labels above and always answers with one of them, even for inputs that "
                      "fit none.")
     if run.modality == "text":

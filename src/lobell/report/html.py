@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -95,18 +93,3 @@ def thumbnail(path: str | Path) -> str | None:
     buffer = io.BytesIO()
     copy.save(buffer, format="PNG")
     return image(buffer.getvalue(), Path(path).name, css="thumb")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Like run_dir.atomic_write_text, for bytes (the PNG files beside the report)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

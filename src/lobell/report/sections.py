@@ -67,8 +67,13 @@ def errors(run: RunFiles) -> Section:
     if not run.predictions:
         return Section(html.section("Errors", html.paragraph("no validation predictions "
                                                              "(predictions_validation.jsonl)", "note")))
-    build = {"classification": _classification, "multi-label": _multi_label, "regression": _regression}
-    section = build.get(run.problem, _classification)(run)
+    build = {"classification": _classification, "multi-label": _multi_label, "regression": _regression,
+             "recognition": _recognition}
+    if run.config.get("tasks"):  # several heads: each row holds a target and prediction per task
+        section = Section(html.paragraph("a multi-task run: predictions_validation.jsonl holds each example's target "
+                                         "and prediction per task (docs/multi-task.md)", "note"))
+    else:
+        section = build.get(run.problem, _classification)(run)
     section.html = html.section("Where it fails (validation)", section.html, _top_losses(run), anchor="errors")
     return section
 
@@ -89,6 +94,16 @@ def _classification(run: RunFiles) -> Section:
                            ([label, report[label]["precision"], report[label]["recall"], report[label]["f1-score"],
                              int(report[label]["support"])] for label in labels), ident="per-class")
     return Section(html.image(png, "confusion matrix") + counts + per_class, {"report_confusion.png": png})
+
+
+def _recognition(run: RunFiles) -> Section:
+    """Speech recognition: how many clips were transcribed exactly, and the character error rates."""
+    rates = [float(row["cer"]) for row in run.predictions if isinstance(row.get("cer"), (int, float))]
+    exact = sum(row.get("target") == row.get("prediction") for row in run.predictions)
+    rows = [("clips transcribed exactly", f"{exact} of {len(run.predictions)}")]
+    if rates:
+        rows += [("median character error rate", float(np.median(rates))), ("worst", float(max(rates)))]
+    return Section(html.table(["transcripts", "value"], rows, ident="transcripts"))
 
 
 def _multi_label(run: RunFiles) -> Section:
@@ -175,4 +190,12 @@ def timing(run: RunFiles) -> Section:
                                 anchor="timing"))
 
 
-ALL = (summary, curves, learning_rates, errors, recipe, timing)
+def lora_and_distillation(run: RunFiles) -> Section:
+    """LoRA's trainable share and memory, the student against its teacher; nothing when the run used neither."""
+    from lobell.report.compression import html_parts
+
+    parts = html_parts(run.run_dir)
+    return Section(html.section("LoRA and distillation", *parts, anchor="compression") if parts else "")
+
+
+ALL = (summary, curves, learning_rates, errors, recipe, timing, lora_and_distillation)

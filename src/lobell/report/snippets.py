@@ -11,25 +11,46 @@ from lobell.report.run_files import RunFiles
 def loading_snippet(run: RunFiles) -> str:
     """A fenced Python block (plus a line of prose) that loads `model/` and predicts one input."""
     model_dir = (run.run_dir / "model").resolve()
+    if (model_dir / "adapter_config.json").is_file():  # lora.merge: false
+        from lobell.report.compression import peft_snippet
+
+        return peft_snippet(model_dir, run.base_model, len(run.labels) or 1)
     if run.modality == "image":
         return image_snippet(model_dir, run.problem)
+    if run.modality in ("audio", "speech"):
+        from lobell.models.audio import loading_snippet as audio_snippet
+
+        return audio_snippet(model_dir, run.modality)
     return text_snippet(model_dir, run.problem)
 
 
 def text_snippet(model_dir: Path, problem: str) -> str:
+    """Plain transformers; a model with a `head:` section rebuilds lobell's new head before loading the weights."""
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    spec = config.get("lobell_head")
+    if spec:
+        head = {"head": spec, "classifier": spec["classifier"], "num_classes": len(config.get("id2label") or [0])}
+        build = ("from safetensors.torch import load_file\nfrom torch import nn\n"
+                 "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer\n\n"
+                 f"model_dir = {str(model_dir)!r}  # this folder\n"
+                 "model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(model_dir))\n"
+                 f"{_head_code(head)}"
+                 'model.load_state_dict(load_file(f"{model_dir}/model.safetensors"))\nmodel.eval()')
+    else:
+        build = ("from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+                 f"model_dir = {str(model_dir)!r}  # this folder\n"
+                 "model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()")
     read_out = {
         "classification": "print(model.config.id2label[int(logits.argmax())])",
         "multi-label": "print([model.config.id2label[i] for i, p in enumerate(logits.sigmoid()[0]) if p >= 0.5])",
         "regression": "print(float(logits[0, 0]))",
-    }[problem]
+    }[problem] if not (spec and "tasks" in spec) else task_read_out(spec)
     return f"""With plain transformers (no lobell needed):
 
 ```python
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-model_dir = {str(model_dir)!r}  # this folder
-model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+{build}
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
 with torch.no_grad():
     logits = model(**tokenizer(["a gripping, beautifully acted film"], return_tensors="pt", truncation=True)).logits
@@ -56,6 +77,8 @@ def image_snippet(model_dir: Path, problem: str) -> str:
     read_out = {"classification": f"labels = {labels!r}\nprint(labels[int(logits.argmax())])",
                 "multi-label": f"labels = {labels!r}\nprint([l for l, p in zip(labels, logits.sigmoid()[0]) if p >= 0.5])",
                 "regression": "print(float(logits[0, 0]))"}[problem]
+    if "tasks" in (config.get("head") or {}):  # a multi-task model: each task's block of the logits
+        read_out = task_read_out(config["head"])
     return f"""With plain {config.get('library', 'torchvision')} and safetensors (no lobell needed):
 
 ```python
@@ -96,8 +119,17 @@ def _head_code(config: dict) -> str:
     spec = config.get("head")
     if not spec:
         return ""
+    parent, _, child = config["classifier"].rpartition(".")
+    owner = f"model.get_submodule({parent!r})" if parent else "model"
+    if "tasks" in spec:
+        return _task_heads_code(spec, owner, child)
+    body = ",\n    ".join(_head_layers(spec, spec["in_features"], config["num_classes"]))
+    return f"# lobell's new head, where the pre-trained classifier was:\nsetattr({owner}, {child!r}, nn.Sequential(\n    {body},\n))\n"
+
+
+def _head_layers(spec: dict, in_features: int, num_outputs: int) -> list[str]:
     activation = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "silu": "nn.SiLU()", "tanh": "nn.Tanh()"}[spec["activation"]]
-    layers, width = [], spec["in_features"]
+    layers, width = [], in_features
     for size in spec["hidden"]:
         layers.append(f"nn.Linear({width}, {size}, bias={not spec['batch_norm']})")
         layers += [f"nn.BatchNorm1d({size})"] if spec["batch_norm"] else []
@@ -106,11 +138,48 @@ def _head_code(config: dict) -> str:
         width = size
     if not spec["hidden"] and spec["dropout"] > 0:
         layers.append(f"nn.Dropout({spec['dropout']})")
-    layers.append(f"nn.Linear({width}, {config['num_classes']})")
-    parent, _, child = config["classifier"].rpartition(".")
-    owner = f"model.get_submodule({parent!r})" if parent else "model"
-    body = ",\n    ".join(layers)
-    return f"# lobell's new head, where the pre-trained classifier was:\nsetattr({owner}, {child!r}, nn.Sequential(\n    {body},\n))\n"
+    layers.append(f"nn.Linear({width}, {num_outputs})")
+    return layers
+
+
+_TASK_HEADS_CLASS = '''
+
+class TaskHeads(nn.Module):
+    """lobell's heads, one per task, on the pooled features; the logits hold each task's block in turn."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, features):
+        return torch.cat([head(features) for head in self.heads.values()], dim=1)
+
+
+'''
+
+
+def _task_heads_code(spec: dict, owner: str, child: str) -> str:
+    """A multi-task model's heads (models/multitask.py's MultiTaskHeads): one Sequential per task, side by side."""
+    layers = {task["name"]: ", ".join(_head_layers(task, spec["in_features"], task["outputs"])) for task in spec["tasks"]}
+    heads = "".join(f"    {name!r}: nn.Sequential({body}),\n" for name, body in layers.items())
+    return (f"{_TASK_HEADS_CLASS}# lobell's heads, where the pre-trained classifier was:\n"
+            f"setattr({owner}, {child!r}, TaskHeads({{\n{heads}}}))\n")
+
+
+def task_read_out(spec: dict) -> str:
+    """Print each task's answer from its block of a multi-task model's logits."""
+    lines, start = [], 0
+    for task in spec["tasks"]:
+        name, labels, end = task["name"], task["labels"], start + task["outputs"]
+        if task["kind"] == "classification":
+            lines.append(f"print({name!r}, {labels!r}[int(logits[0, {start}:{end}].argmax())])")
+        elif task["kind"] == "multi-label":
+            chosen = f"[l for l, p in zip({labels!r}, logits[0, {start}:{end}].sigmoid()) if p >= 0.5]"
+            lines.append(f"print({name!r}, {chosen})")
+        else:
+            lines.append(f"print({name!r}, float(logits[0, {start}]))")
+        start = end
+    return "\n".join(lines)
 
 
 def _transform_code(pre: dict) -> str:

@@ -24,6 +24,8 @@ class LayerGroup:
     name: str
     param_names: list[str] = field(default_factory=list)
     is_head: bool = False
+    # Never trains in any stage (audio's CNN feature encoder, unless strategy.train_feature_encoder).
+    frozen: bool = False
 
     def num_params(self, model: nn.Module) -> int:
         params = dict(model.named_parameters())

@@ -51,7 +51,9 @@ def build_plan(cfg: StrategyConfig, layer_map: LayerMap, epochs: int) -> list[St
     def scales(groups: list[int], factor: float = 1.0) -> dict[int, float]:
         return group_lr_scales(cfg, n, groups, factor)
 
-    everything = list(range(n))
+    everything = [g for g in range(n) if not layer_map.groups[g].frozen]  # a frozen group (audio's CNN) never trains
+    if cfg.name == "lora":
+        return [_lora_stage(layer_map, epochs)]
     if cfg.name == "feature-extraction":
         return [Stage("head only", epochs, [head], scales([head]))]
     if cfg.name in ("full", "discriminative"):
@@ -60,7 +62,7 @@ def build_plan(cfg: StrategyConfig, layer_map: LayerMap, epochs: int) -> list[St
         rest = epochs - cfg.frozen_epochs
         return [Stage("head only", cfg.frozen_epochs, [head], scales([head])),
                 Stage("all groups", rest, everything, scales(everything, cfg.unfrozen_lr_factor))]
-    return _gradual(cfg, n, epochs, scales)
+    return _gradual(cfg, everything, epochs, scales)
 
 
 def group_lr_scales(cfg: StrategyConfig, num_groups: int, groups: list[int], factor: float = 1.0) -> dict[int, float]:
@@ -75,12 +77,24 @@ def group_lr_scales(cfg: StrategyConfig, num_groups: int, groups: list[int], fac
     return out
 
 
-def _gradual(cfg: StrategyConfig, n: int, epochs: int, scales) -> list[Stage]:
+def _lora_stage(layer_map: LayerMap, epochs: int) -> Stage:
+    """Every group but the frozen pre-trained weights (group 0 of strategies/lora.py's map), at the head's
+    LR: the adapters are new weights (B starts at zero), so backbone_lr_scale's caution does not apply."""
+    from lobell.strategies.lora import FROZEN_GROUP
+
+    if layer_map.groups[0].name != FROZEN_GROUP:
+        raise LobellError("strategy 'lora' needs the model wrapped with LoRA adapters first (strategies.lora.apply_lora)")
+    trained = list(range(1, len(layer_map)))
+    return Stage("LoRA adapters + head", epochs, trained, {g: 1.0 for g in trained})
+
+
+def _gradual(cfg: StrategyConfig, groups: list[int], epochs: int, scales) -> list[Stage]:
     """ULMFiT: head first, then one more group from the top every `unfreeze_every` epochs."""
-    limit = cfg.max_groups or n
+    n = len(groups)  # the groups that may train, input side first
+    limit = min(cfg.max_groups or n, n)
     stages, left, count = [], epochs, 1
     while left > 0:
-        trainable = list(range(n - count, n))
+        trainable = groups[n - count:]
         length = left if count == limit else min(cfg.unfreeze_every, left)
         name = "head only" if count == 1 else ("all groups" if count == n else f"top {count} groups")
         stages.append(Stage(name, length, trainable, scales(trainable)))

@@ -51,7 +51,7 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
             sync = step % grad_accum == 0 or step == last
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 logits = adapter.forward(model, batch)
-                loss = loss_fn(logits, batch["targets"])
+                loss = batch_loss(loss_fn, logits, batch)
                 if not torch.isfinite(loss):
                     raise LobellError(f"the loss became {loss.item()} at step {step} of {description}; lower "
                                       f"optimizer.lr, set max_grad_norm, or use precision=fp32")
@@ -66,7 +66,7 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
                 optimizer.zero_grad(set_to_none=True)
             total_loss += loss.item() * len(batch["targets"])
             samples += len(batch["targets"])
-            if "attention_mask" in batch:
+            if "input_ids" in batch and "attention_mask" in batch:  # text; an audio mask counts samples
                 tokens += int(batch["attention_mask"].sum())
             bar.advance(1, status=f"loss {loss.item():.4f}")
             if sync and after_step is not None:
@@ -74,6 +74,14 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
             tick = time.perf_counter()
     seconds = time.perf_counter() - start
     return EpochStats(total_loss / max(samples, 1), samples, tokens, seconds, data_time, group_lrs(optimizer))
+
+
+def batch_loss(loss_fn, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """loss_fn(logits, targets); a loss marked `uses_index` (distillation's cached teacher outputs) also
+    gets the batch's example indices."""
+    if getattr(loss_fn, "uses_index", False):
+        return loss_fn(logits, batch["targets"], batch["index"])
+    return loss_fn(logits, batch["targets"])
 
 
 def group_lrs(optimizer) -> dict[str, float]:
@@ -89,15 +97,31 @@ def predict_logits(accelerator: Accelerator, adapter, model, loader, reporter: R
     outputs, targets, indices = [], [], []
     with reporter.progress(description, len(loader)) as bar:
         for batch in loader:
-            logits = adapter.forward(model, batch)
-            gathered = accelerator.gather_for_metrics((logits.float(), batch["targets"], batch["index"]))
+            logits, batch_targets = adapter.forward(model, batch), batch["targets"]
+            if logits.ndim == 3:  # frame outputs (CTC): frames and transcripts differ in length per process
+                logits = accelerator.pad_across_processes(logits, dim=1, pad_index=0)
+                batch_targets = accelerator.pad_across_processes(batch_targets, dim=1, pad_index=-100)
+            gathered = accelerator.gather_for_metrics((logits.float(), batch_targets, batch["index"]))
             outputs.append(gathered[0].cpu())
             targets.append(gathered[1].cpu())
             indices.append(gathered[2].cpu())
             bar.advance()
-    logits_all = torch.cat(outputs).numpy()
+    logits_all = _concatenate(outputs, 0).numpy()
     order = np.argsort(torch.cat(indices).numpy(), kind="stable")
-    return logits_all[order], torch.cat(targets).numpy()[order], torch.cat(indices).numpy()[order]
+    return logits_all[order], _concatenate(targets, -100).numpy()[order], torch.cat(indices).numpy()[order]
+
+
+def _concatenate(parts: list[torch.Tensor], pad: float) -> torch.Tensor:
+    """Batches stacked; sequence outputs (CTC frames: padding is 0, which marks a frame as not audio;
+    transcripts: -100) are padded to the longest first."""
+    if parts[0].ndim < 2 or len({p.shape[1] for p in parts}) == 1:
+        return torch.cat(parts)
+    longest = max(p.shape[1] for p in parts)
+    padded = []
+    for part in parts:
+        shape = (part.shape[0], longest - part.shape[1], *part.shape[2:])
+        padded.append(torch.cat([part, torch.full(shape, pad, dtype=part.dtype)], dim=1))
+    return torch.cat(padded)
 
 
 class EarlyStopping:

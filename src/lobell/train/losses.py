@@ -12,8 +12,9 @@ from lobell.config import LossConfig
 from lobell.errors import LobellError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-DEFAULT_LOSS = {"classification": "cross-entropy", "multi-label": "bce", "regression": "mse"}
-ALLOWED = {"classification": {"cross-entropy", "bce"}, "multi-label": {"bce"}, "regression": {"mse", "huber"}}
+DEFAULT_LOSS = {"classification": "cross-entropy", "multi-label": "bce", "regression": "mse", "ctc": "ctc"}
+ALLOWED = {"classification": {"cross-entropy", "bce"}, "multi-label": {"bce"}, "regression": {"mse", "huber"},
+           "ctc": {"ctc"}}
 
 
 def import_loss(spec: str) -> LossFn:
@@ -54,6 +55,8 @@ def build_loss(cfg: LossConfig, problem: str, train_targets: np.ndarray, num_out
         if problem != "classification":
             raise LobellError("loss.class_weights=auto needs a classification task")
         weight = class_weights(train_targets, num_outputs)
+    if name == "ctc":
+        return ctc_loss
     if name == "cross-entropy":
         def cross_entropy(logits, targets):
             w = weight.to(logits.device) if weight is not None else None
@@ -69,3 +72,18 @@ def build_loss(cfg: LossConfig, problem: str, train_targets: np.ndarray, num_out
         return bce
     regression = F.mse_loss if name == "mse" else F.huber_loss
     return lambda logits, targets: regression(logits.float().reshape(-1), targets.float().reshape(-1))
+
+
+def ctc_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CTC over the audio frames (SpeechAdapter.forward's last channel marks them), blank = id 0.
+
+    Each clip's loss is divided by its transcript's length, then averaged (transformers' `mean`);
+    a clip too short for its transcript counts zero rather than inf (`ctc_zero_infinity`).
+    """
+    log_probs = F.log_softmax(outputs[..., :-1].float(), dim=-1).transpose(0, 1)
+    frames = outputs[..., -1].sum(dim=-1).round().long()
+    labelled = targets >= 0
+    lengths = labelled.sum(dim=-1)
+    losses = F.ctc_loss(log_probs, targets[labelled], frames, lengths, blank=0, reduction="none",
+                        zero_infinity=True)
+    return (losses / lengths.clamp(min=1)).mean()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from lobell.run_dir import atomic_write_bytes
 from lobell.strategies.plans import Stage, apply_stage, param_groups
 from lobell.train.optim import build_optimizer
 
@@ -92,11 +93,10 @@ def plot(finding: LRFinding, path: Path) -> None:
     axes.set(xscale="log", xlabel="head learning rate", ylabel="smoothed training loss", title="LR range test")
     axes.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _cycle(loader):
@@ -118,6 +118,10 @@ def find_lr(cfg, steps: int = 100, output: Path | None = None) -> tuple[LRFindin
         cfg = recipe.apply(cfg, recipe.decide(cfg, recipe.profile_of(cfg, splits, adapter)))
     if cfg.batch_size == "auto":
         cfg = cfg.model_copy(update={"batch_size": recipe.decide_batch(recipe.profile_of(cfg, splits, adapter))})
+    if cfg.strategy.name == "lora":  # the same adapters `train` puts on
+        from lobell.strategies.lora import apply_lora
+
+        apply_lora(adapter, cfg.lora, cfg.optimizer.name)
     loader = build_loader(cfg, adapter, build_dataset(cfg, adapter, splits.train), train=True)
     loss_fn = build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
     stage = build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)[0]

@@ -20,16 +20,21 @@ from lobell.data.splits import Splits
 from lobell.data.text import truncation_notes
 from lobell.errors import LobellError
 from lobell.evaluate import compute_metrics, write_predictions
+from lobell.models import multitask
 from lobell.report import write_run_documents
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, atomic_write_text
+from lobell.strategies.lora import apply_lora
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
 from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
 from lobell.train import checkpoint as ckpt
+from lobell.train import distill
 from lobell.train import faults
+from lobell.train.feature_cache import build_feature_cache
 from lobell.train.logs import fmt, freeze_report, print_summary, timing_summary
 from lobell.train.losses import build_loss
 from lobell.train.loop import EarlyStopping, predict_logits, train_epoch
 from lobell.train.optim import build_optimizer, build_scheduler
+from lobell.train.speed import use_channels_last
 
 
 @dataclass
@@ -80,22 +85,30 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     adapter = adapter or build_adapter(cfg, modality, problem, splits.labels)
     if start is None:
         cfg = _apply_recipe(cfg, splits, adapter, reporter, run_dir, main, explicit_plan=plan is not None)
+    # strategy=lora: peft adapters on the linear layers; the layer map becomes frozen weights, adapters, head.
+    lora = apply_lora(adapter, cfg.lora, cfg.optimizer.name, reporter.log) if cfg.strategy.name == "lora" else None
     reporter.log(f"model {cfg.model}: {len(adapter.layer_map)} layer groups ({adapter.layer_map.source}); "
                  f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es) on {accelerator.device}")
-    datasets = {"train": build_dataset(cfg, adapter, splits.train), "validation": build_dataset(cfg, adapter, splits.validation)}
-    if splits.test is not None:
-        datasets["test"] = build_dataset(cfg, adapter, splits.test)
+    datasets = {name: build_dataset(cfg, adapter, getattr(splits, name), reporter=reporter)
+                for name in ("train", "validation", "test") if getattr(splits, name) is not None}
     for note in truncation_notes(datasets):
         reporter.log(note)
     if cfg.batch_size == "auto":
         cfg = _auto_batch(cfg, accelerator, adapter, datasets, problem, splits, reporter, run_dir)
     loaders = {name: build_loader(cfg, adapter, ds, train=name == "train") for name, ds in datasets.items()}
     train_sampler = loaders["train"].batch_sampler
+    use_channels_last(adapter.model, cfg.speed.channels_last, accelerator.device, reporter.log)
     prepared = dict(zip(loaders, accelerator.prepare(*loaders.values())))
+    # Head-only stages train on the frozen backbone's features, computed once (train/feature_cache.py).
+    features = build_feature_cache(cfg, adapter, datasets, train_sampler, accelerator, reporter)
     tracking.start(accelerator, cfg.model_dump(mode="json"), run_dir)
 
     # 3. Loss, freeze plan (checked before any training), early stopping, and where we resume.
-    loss_fn = custom_loss or build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
+    loss_fn = custom_loss or multitask.loss_for(splits.labels) or build_loss(cfg.loss, problem, splits.train.targets,
+                                                                             num_outputs(problem, splits.labels))
+    # distill: the teacher runs once over the data; training adds its soft targets (validation stays hard-label).
+    teacher = distill.prepare_teacher(cfg, splits, accelerator, reporter) if cfg.distill else None
+    fit_loss = distill.distillation_loss(cfg.distill, loss_fn, teacher, problem) if teacher else loss_fn
     plan = plan or build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
     monitor = _monitor(cfg, problem)
     stopper = EarlyStopping(monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
@@ -125,7 +138,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                                                                  cfg.optimizer.weight_decay))
         steps_per_epoch = math.ceil(len(prepared["train"]) / cfg.grad_accum)
         scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * steps_per_epoch, steps_per_epoch)
-        train_loss = with_l1(loss_fn, [p for p in model.parameters() if p.requires_grad], cfg.loss.l1)
+        train_loss = with_l1(fit_loss, [p for p in model.parameters() if p.requires_grad], cfg.loss.l1)
         if resumed is not None and state.stage == index:
             optimizer.load_state_dict(resumed[0])
             scheduler.load_state_dict(resumed[1])
@@ -134,8 +147,10 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             state.stages_log.append(freeze_report(reporter, adapter, stage, index, first_epoch - 1, cfg.optimizer.lr,
                                                   cfg.strategy.train_bn))
         model, optimizer = accelerator.prepare(model, optimizer)
+        cached = features.for_stage(stage, model)  # None: the backbone runs at every step
+        step_adapter, stage_loaders = (cached.adapter, cached.loaders) if cached else (adapter, prepared)
         if state.before is None:
-            state.before = evaluate(model, prepared["validation"])
+            state.before = evaluate(model, stage_loaders["validation"], step_adapter)
             reporter.log(f"before fine-tuning: validation {fmt(state.before)}")
             if main:
                 append_jsonl(run_dir / "metrics.jsonl", {"epoch": 0, "validation": state.before})
@@ -148,7 +163,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             _save_checkpoint(accelerator, cfg, run_dir, state, stopper, model, optimizer, scheduler)
 
         for epoch in range(max(first_epoch, state.epoch + 1), last_epoch + 1):
-            loader = prepared["train"]
+            loader = stage_loaders["train"]
             if state.step_in_epoch:
                 loader = accelerator.skip_first_batches(loader, state.step_in_epoch)
             # The batch order is a function of (seed, epoch) alone. Accelerate's loader sets its
@@ -164,7 +179,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
 
             try:
                 with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
-                    stats = train_epoch(accelerator, adapter, model, loader, optimizer, scheduler, train_loss,
+                    stats = train_epoch(accelerator, step_adapter, model, loader, optimizer, scheduler, train_loss,
                                         max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn,
                                         reporter=reporter, description=f"epoch {epoch}/{cfg.epochs}",
                                         first_step=state.step_in_epoch, grad_accum=cfg.grad_accum,
@@ -176,7 +191,9 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             for key in state.timing:  # samples and tokens: this process's share x processes
                 scale = accelerator.num_processes if key in ("samples", "tokens") else 1
                 state.timing[key] += getattr(stats, key) * scale
-            metrics = evaluate(model, prepared["validation"])
+            if cached:
+                features.record_epoch(stats.seconds)
+            metrics = evaluate(model, stage_loaders["validation"], step_adapter)
             improved = stopper.update(metrics, epoch)
             if hasattr(scheduler, "epoch_end"):  # plateau: the LR follows the monitored metric
                 scheduler.epoch_end(stopper.sign * metrics[monitor])
@@ -215,9 +232,14 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             logits, targets, _ = predict_logits(accelerator, adapter, model, prepared[name], reporter)
             results[name] = _metrics(logits, targets, problem, loss_fn, splits.labels)
             outputs[name] = (logits, targets)
-    results["timing"] = timing_summary(state.timing, time.perf_counter() - started)
+    results["timing"] = timing_summary(state.timing, time.perf_counter() - started, features.summary())
+    if teacher is not None:  # student vs teacher: scores, parameters, inference speed -> distillation.json
+        distill.compare(teacher, cfg, accelerator, adapter, model, prepared["validation"], results, run_dir, reporter)
     if main:
         adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        adapter.model.to(memory_format=torch.contiguous_format)  # saved as usual, whatever training used
+        if lora is not None:  # merged into plain weights unless lora.merge: false; lora.json
+            lora.finish(adapter, run_dir)
         atomic_write_dir(run_dir / "model", lambda d: adapter.save(d, {"task": cfg.task, "labels": splits.labels}))
         atomic_write_json(run_dir / "stages.json", state.stages_log)
         atomic_write_json(run_dir / "lrs.json", state.lr_log)
@@ -236,7 +258,12 @@ def with_l1(loss_fn, params: list, strength: float):
     """The training loss plus `strength` x sum |w| over the trainable parameters (the notes' L1)."""
     if not strength:
         return loss_fn
-    return lambda logits, targets: loss_fn(logits, targets) + strength * sum(p.abs().sum() for p in params)
+
+    def penalised(logits, targets, *index):  # index: a distillation loss's example indices (loop.batch_loss)
+        return loss_fn(logits, targets, *index) + strength * sum(p.abs().sum() for p in params)
+
+    penalised.uses_index = getattr(loss_fn, "uses_index", False)
+    return penalised
 
 
 def _auto_batch(cfg, accelerator, adapter, datasets, problem, splits, reporter, run_dir) -> Config:
@@ -247,7 +274,8 @@ def _auto_batch(cfg, accelerator, adapter, datasets, problem, splits, reporter, 
     target = recipe.decide_batch(recipe.profile_of(cfg, splits, adapter))
     collate = build_loader(cfg.model_copy(update={"batch_size": 1}), adapter, datasets["train"], train=False).collate_fn
     model = adapter.model.to(accelerator.device)
-    loss_fn = build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
+    loss_fn = multitask.loss_for(splits.labels) or build_loss(cfg.loss, problem, splits.train.targets,
+                                                              num_outputs(problem, splits.labels))
 
     def fits(size: int) -> None:
         batch = {k: v.to(accelerator.device) for k, v in worst_case_batch(datasets["train"], size, collate).items()}
@@ -354,13 +382,15 @@ def _monitor(cfg: Config, problem: str) -> str:
     monitor = cfg.early_stopping.monitor
     if problem == "regression" and monitor == "accuracy":  # the default; also what saved configs hold
         return "rmse"
+    if problem == "ctc" and monitor == "accuracy":  # speech recognition: word error rate, minimised
+        return "wer"
     return monitor
 
 
 def _evaluator(accelerator, adapter, problem, loss_fn, reporter, labels, eval_batch_size):
-    def evaluate(model, loader) -> dict[str, float]:
+    def evaluate(model, loader, step_adapter=adapter) -> dict[str, float]:
         with faults.out_of_memory_as_user_error("eval_batch_size", eval_batch_size, "evaluation"):
-            logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter)
+            logits, targets, _ = predict_logits(accelerator, step_adapter, model, loader, reporter)
         return _metrics(logits, targets, problem, loss_fn, labels)
     return evaluate
 
