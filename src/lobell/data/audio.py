@@ -142,7 +142,7 @@ def num_samples(path: str | Path, sampling_rate: int) -> int:
 
 def _reason(exc: BaseException, path: Path) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.replace(f"'{path}'", "").replace(str(path), "").replace("Error opening : ", "").strip(" :")
+    return text.replace(f"'{path}'", "").replace(str(path), "").replace("Error opening : ", "").strip(" :.")
 
 
 # --- Transcripts (speech recognition) ---
