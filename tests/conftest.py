@@ -88,3 +88,10 @@ def packaged_minilm() -> Path | None:
     package, sub, _ = PACKAGED["sentence-transformers/all-MiniLM-L6-v2"]
     root = package_dir(package)
     return root / sub if root is not None and (root / sub).is_dir() else None
+
+
+@pytest.fixture()
+def in_tmp_dir(tmp_path, monkeypatch):
+    """Run in a fresh folder: API calls without output_dir write runs/... there, not into the repo."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -8,6 +8,8 @@ import torch
 
 from lobell import LobellError, TextClassifier, load
 
+pytestmark = pytest.mark.usefixtures("in_tmp_dir")  # default output_dir is runs/ under the cwd
+
 FAST = {"optimizer__lr": 3e-3, "strategy__name": "full", "strategy__backbone_lr_scale": 1.0, "scheduler__warmup_ratio": 0.0,
         "batch_size": 16, "precision": "fp32", "quiet": True}
 

@@ -14,6 +14,8 @@ from lobell import load
 from lobell.errors import LobellError
 from lobell.vision_api import TransferLearningModel
 
+pytestmark = pytest.mark.usefixtures("in_tmp_dir")  # default output_dir is runs/ under the cwd
+
 
 def tiny_model(weights, tmp_path, **settings) -> TransferLearningModel:
     return TransferLearningModel("timm/test_vit", num_classes=2, model_weights=str(weights), data__image_size=32,

@@ -71,6 +71,8 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     finally:
         tracking.finish(accelerator)
         lock.release()
+        if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
 
 
 def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, custom_loss) -> RunResult:
