@@ -172,3 +172,14 @@ def test_lora_keys_are_checked_in_the_config():
     with pytest.raises(LobellError, match="lora.merge=false keeps adapters for text models only"):
         load_config(None, ["task=image-classification", "model=resnet18", "strategy=lora", "lora.merge=false"])
     assert load_config(None, ["strategy=lora", "lora.target_modules=[query,key,value,dense]"]).lora.r == 8
+
+
+def test_lora_with_an_explicit_freeze_is_one_clear_error(tiny_bert, tmp_path):
+    from lobell import TextClassifier
+
+    clf = TextClassifier(str(tiny_bert), labels=["neg", "pos"], strategy="lora", output_dir=str(tmp_path / "run"),
+                         quiet=True)
+    clf.freeze_backbone()
+    rows = sentiment_rows(40, 0)
+    with pytest.raises(LobellError, match="strategy=lora wraps the model in LoRA adapters itself"):
+        clf.fit(rows["text"].tolist(), rows["label"].tolist(), epochs=1)

@@ -26,11 +26,20 @@ def test_recipe_differs_by_data_and_model_and_says_why():
     imbalanced = decide(cfg, Profile("text", "classification", "encoder", 22_000_000, 5000, 3, 9.0, 30))
     assert small_text["strategy.name"] == "feature-extraction" and large_text["strategy.name"] == "full"
     assert (small_text["batch_size"], large_text["batch_size"], small_image["batch_size"]) == (16, 32, 64)
-    assert (small_text["epochs"], large_text["epochs"], small_image["epochs"]) == (4, 2, 10)
+    # Head-only text training runs on cached features, where extra epochs cost little.
+    assert (small_text["epochs"], large_text["epochs"], small_image["epochs"]) == (15, 2, 10)
     assert large_text["optimizer.lr"] == pytest.approx(3e-5 / 0.4) and small_image["optimizer.name"] == "sgd"
     assert _values(imbalanced)["loss.class_weights"] == "auto"
     assert "9.0x" in next(c.reason for c in imbalanced if c.name == "Loss")
     assert all(c.reason and c.source == "lobell" for c in imbalanced)
+
+
+def test_the_strategy_that_will_run_decides_epochs_and_lr():
+    small = Profile("text", "classification", "encoder", 22_000_000, 250, 2, 1.2, 30)
+    uncached = _values(decide(load_config(None, ["speed.cache_features=false"]), small))
+    assert uncached["strategy.name"] == "feature-extraction" and uncached["epochs"] == 4
+    full = _values(decide(load_config(None, ["strategy=full"]), small))
+    assert full["epochs"] == 4 and full["optimizer.lr"] == pytest.approx(1e-4 / 0.4)  # not the head-only 1e-3
 
 
 def test_user_values_always_win():

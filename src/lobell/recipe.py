@@ -69,12 +69,21 @@ def profile_of(cfg: Config, splits, adapter) -> Profile:
     return prof
 
 
+# Head-only text epochs on cached features (see _epochs): a few dozen update steps are not enough
+# for a fresh head on a few hundred examples; with the cache, 15 epochs cost ~2 uncached ones.
+CACHED_HEAD_EPOCHS = 15
+
+
 def decide(cfg: Config, prof: Profile) -> list[Choice]:
     """The six choices for this model and data; each names its keys and says why."""
     # A learning rate you chose was chosen for the default optimizer (AdamW): keep that optimizer.
     keep_adamw = _is_set(cfg, "optimizer.lr") and not _is_set(cfg, "optimizer.name")
-    choices = [_layers(prof), _optimizer(prof, keep_adamw), _batch(prof), _epochs(prof), _loss(prof)]
-    choices.append(_learning_rate(prof, choices[0].values["strategy.name"], choices[1].values["optimizer.name"]))
+    layers, optimizer = _layers(prof), _optimizer(prof, keep_adamw)
+    # The strategy and optimizer that will run (yours where set) decide the epochs and the LR.
+    strategy = _get(cfg, "strategy.name") if _is_set(cfg, "strategy.name") else layers.values["strategy.name"]
+    optimizer_name = _get(cfg, "optimizer.name") if _is_set(cfg, "optimizer.name") else optimizer.values["optimizer.name"]
+    choices = [layers, optimizer, _batch(prof), _epochs(prof, strategy, cfg.speed.cache_features), _loss(prof),
+               _learning_rate(prof, strategy, optimizer_name)]
     for choice in choices:
         choice.keys = list(choice.values)
         user = {k: _get(cfg, k) for k in choice.values if _is_set(cfg, k)}
@@ -162,7 +171,7 @@ def _batch(p: Profile) -> Choice:
                   "64, the low end of vision's 64-256: fits a CPU or small GPU; set batch_size=auto to fill memory")
 
 
-def _epochs(p: Profile) -> Choice:
+def _epochs(p: Profile, strategy: str = "full", cached: bool = True) -> Choice:
     if p.problem == "ctc":
         epochs = 30 if p.n_train < 5000 else 10
         return Choice("E", "Epochs", {"epochs": epochs, "early_stopping.patience": 5},
@@ -173,6 +182,11 @@ def _epochs(p: Profile) -> Choice:
         return Choice("E", "Epochs", {"epochs": epochs},
                       f"audio classifiers fine-tune in 5-10 epochs; {p.n_train} clips -> {epochs} (early stopping "
                       f"guards)")
+    if p.modality == "text" and strategy == "feature-extraction" and cached:
+        return Choice("E", "Epochs", {"epochs": CACHED_HEAD_EPOCHS, "early_stopping.patience": 3},
+                      f"only the head trains, on cached encoder features: after the first epoch each costs a few "
+                      f"percent of a forward pass, so {CACHED_HEAD_EPOCHS} epochs give a fresh head enough steps on "
+                      f"{p.n_train} examples (early stopping, patience 3, ends it sooner)")
     if p.modality == "text":
         epochs = 4 if p.n_train < MEDIUM else (2 if p.n_train >= 20000 else 3)
         return Choice("E", "Epochs", {"epochs": epochs},

@@ -88,6 +88,9 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     if start is None:
         cfg = _apply_recipe(cfg, splits, adapter, reporter, run_dir, main, explicit_plan=plan is not None)
     # strategy=lora: peft adapters on the linear layers; the layer map becomes frozen weights, adapters, head.
+    if cfg.strategy.name == "lora" and (plan is not None or _is_peft(adapter.model)):
+        raise LobellError("strategy=lora wraps the model in LoRA adapters itself: drop the freeze_backbone()/"
+                          "freeze_to() call, and start from a fresh model rather than one already trained with LoRA")
     lora = apply_lora(adapter, cfg.lora, cfg.optimizer.name, reporter.log) if cfg.strategy.name == "lora" else None
     reporter.log(f"model {cfg.model}: {len(adapter.layer_map)} layer groups ({adapter.layer_map.source}); "
                  f"precision {accelerator.mixed_precision}, {accelerator.num_processes} process(es) on {accelerator.device}")
@@ -254,6 +257,10 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     accelerator.wait_for_everyone()
     print_summary(reporter, results, monitor, results["timing"], run_dir)
     return RunResult(run_dir, results)
+
+
+def _is_peft(model) -> bool:
+    return any("lora_" in name for name, _ in model.named_parameters())
 
 
 def with_l1(loss_fn, params: list, strength: float):
