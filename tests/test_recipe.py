@@ -105,6 +105,41 @@ def test_each_optimizer_gets_its_groups_and_settings(name, cls):
     assert not torch.equal(weight.detach(), torch.ones(2, 2))
 
 
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "rmsprop"])
+def test_fused_optimizers_make_the_same_update(name):
+    from lobell.train.optim import build_optimizer
+
+    cfg = load_config(None, [f"optimizer.name={name}", "optimizer.momentum=0.9"]).optimizer
+    torch.manual_seed(0)
+    start, grads = torch.randn(64, 8), [torch.randn(64, 8) for _ in range(3)]
+    results = {}
+    for fused in (True, False):
+        weight = torch.nn.Parameter(start.clone())
+        optimizer = build_optimizer(cfg, [{"params": [weight], "lr": 1e-2, "weight_decay": 0.01}], fused=fused)
+        assert bool(optimizer.defaults.get("fused")) is (fused and name != "rmsprop")  # RMSprop has no fused kernel
+        for grad in grads:
+            weight.grad = grad.clone()
+            optimizer.step()
+        results[fused] = weight.detach()
+    assert not torch.equal(results[False], start)
+    torch.testing.assert_close(results[True], results[False], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("switch, fused", [([], True), (["speed.fused_optimizer=false"], False)])
+def test_the_fused_switch_reaches_the_training_optimizer(text_overrides, monkeypatch, switch, fused):
+    import importlib
+
+    optim, runner = (importlib.import_module(f"lobell.train.{name}") for name in ("optim", "runner"))
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(optim.build_optimizer(*args, **kwargs))
+        return built[-1]
+    monkeypatch.setattr(runner, "build_optimizer", spy)
+    train(load_config(None, text_overrides + ["epochs=1"] + switch), quiet=True)
+    assert built and all(bool(o.defaults.get("fused")) is fused for o in built)
+
+
 def test_schedules_shape_the_lr(text_overrides, tmp_path):
     def lrs(*extra):
         out = f"output_dir={tmp_path / extra[0].split('=')[1]}"

@@ -39,7 +39,8 @@ def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     apply_stage(model, adapter.layer_map, stage)
     optimizer = build_optimizer(cfg.optimizer, param_groups(model, adapter.layer_map, stage, START_LR,
-                                                             cfg.optimizer.weight_decay))
+                                                             cfg.optimizer.weight_decay),
+                                fused=cfg.speed.fused_optimizer)
     factor = (END_LR / START_LR) ** (1 / max(steps - 1, 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     model.train()

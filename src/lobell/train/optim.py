@@ -13,15 +13,29 @@ from lobell.config import OptimizerConfig, SchedulerConfig
 _TRANSFORMERS_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
-def build_optimizer(cfg: OptimizerConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    """The optimizer over `groups` (each already carries its lr = optimizer.lr x group scale)."""
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def build_optimizer(cfg: OptimizerConfig, groups: list[dict], fused: bool = True) -> torch.optim.Optimizer:
+    """The optimizer over `groups` (each already carries its lr = optimizer.lr x group scale).
+
+    `fused` uses torch's single-kernel update where it exists (AdamW, Adam, SGD) and every
+    parameter is a float tensor on a CPU or CUDA device; RMSprop has none and keeps the default.
+    """
+    options = {"fused": True} if fused and cfg.name != "rmsprop" and _fusable(groups) else {}
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **options)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, **options)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               **options)
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _fusable(groups: list[dict]) -> bool:
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in params)
 
 
 def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, total_steps: int,

@@ -140,7 +140,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         accelerator.free_memory()
         apply_stage(model, adapter.layer_map, stage)
         optimizer = build_optimizer(cfg.optimizer, param_groups(model, adapter.layer_map, stage, cfg.optimizer.lr,
-                                                                 cfg.optimizer.weight_decay))
+                                                                 cfg.optimizer.weight_decay),
+                                    fused=cfg.speed.fused_optimizer)
         steps_per_epoch = math.ceil(len(prepared["train"]) / cfg.grad_accum)
         scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * steps_per_epoch, steps_per_epoch)
         train_loss = with_l1(fit_loss, [p for p in model.parameters() if p.requires_grad], cfg.loss.l1)
