@@ -29,6 +29,23 @@ def test_tiny_bert_groups_are_embeddings_blocks_head(tiny_bert):
     assert_contract(adapter.model, adapter.layer_map, {"classifier.weight", "classifier.bias"})
 
 
+def test_a_sentence_encoders_stale_pooler_trains_with_the_head(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    pooler = {"bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+    plain = TextAdapter.from_pretrained(str(tiny_bert), 2, "classification", ["a", "b"])
+    assert pooler.isdisjoint(plain.layer_map.groups[-1].param_names)  # BERT's own pooler: pre-trained backbone
+    sentence = shutil.copytree(tiny_bert, tmp_path / "sentence-encoder")
+    (sentence / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "Transformer"},
+                                                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": "Pooling"}]))
+    (sentence / "1_Pooling").mkdir()
+    (sentence / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    adapter = TextAdapter.from_pretrained(str(sentence), 2, "classification", ["a", "b"])
+    assert torch.equal(adapter.model.bert.pooler.dense.weight, plain.model.bert.pooler.dense.weight)  # kept, not reset
+    assert_contract(adapter.model, adapter.layer_map, pooler | {"classifier.weight", "classifier.bias"})
+
+
 def _hf_models():
     from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
                               DistilBertForSequenceClassification, ViTConfig, ViTForImageClassification,

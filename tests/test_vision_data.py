@@ -46,7 +46,7 @@ def test_missing_path_column_suggests_the_key(tmp_path):
 
 def test_folder_without_class_folders_is_explained(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "loose.png")
-    with pytest.raises(LobellError, match="holds images but no class sub-folders"):
+    with pytest.raises(LobellError, match="holds image files but no class sub-folders"):
         ImageReader()(tmp_path, "image", "label", "classification")
     with pytest.raises(LobellError, match="needs a CSV or JSONL"):
         ImageReader()(tmp_path, "image", "label", "regression")

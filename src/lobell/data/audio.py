@@ -13,7 +13,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from lobell.data.tables import label_strings, read_table, require_columns, resolve_paths, text_column
+from lobell.data.tables import (label_strings, media_files, read_media_folder, read_table, require_columns,
+                                resolve_paths, text_column)
 from lobell.errors import LobellError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg"}
@@ -53,26 +54,7 @@ class AudioReader:
 
 
 def _read_folder(path: Path, input_column: str, label_column: str | None, problem: str):
-    """Every audio file under `path` (prediction), or one sub-folder per class (classification)."""
-    if label_column is None:
-        paths = [str(p) for p in audio_files(path)]
-        if not paths:
-            raise LobellError(f"folder '{path}' holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
-        return paths, None, pd.DataFrame({input_column: paths})
-    if problem != "classification":
-        raise LobellError(f"folder '{path}': class folders give class labels; {problem} data needs a CSV or JSONL "
-                          f"with data.audio_column and data.label_column")
-    classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths, labels = [], []
-    for folder in classes:
-        files = [str(p) for p in audio_files(folder)]
-        paths += files
-        labels += [folder.name] * len(files)
-    if not paths:
-        raise LobellError(f"folder '{path}' holds no class sub-folders with audio files: put each class's clips in a "
-                          f"sub-folder named after the class (e.g. {path}/yes/1.wav), or give a CSV with paths and "
-                          f"labels")
-    return paths, labels, pd.DataFrame({input_column: paths, label_column: labels})
+    return read_media_folder(path, input_column, label_column, problem, AUDIO_EXTENSIONS, "audio", "yes/1.wav")
 
 
 def _read_table(path: Path, input_column: str, label_column: str | None, problem: str):
@@ -94,8 +76,7 @@ def _read_table(path: Path, input_column: str, label_column: str | None, problem
 
 def audio_files(folder: Path) -> list[Path]:
     """Audio files under `folder` (recursively, sorted), skipping hidden files and folders."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return media_files(folder, AUDIO_EXTENSIONS)
 
 
 def audio_problem(path: str | Path) -> str | None:

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import InterpolationMode, v2
 
 from lobell.data.splits import _raw_targets
-from lobell.data.tables import read_table, require_columns, resolve_paths, text_column
+from lobell.data.tables import media_files, read_media_folder, read_table, require_columns, resolve_paths, text_column
 from lobell.errors import LobellError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -75,26 +75,7 @@ class ImageReader:
 
 
 def _read_folder(path: Path, input_column: str, label_column: str | None, problem: str):
-    """Every image under `path` (prediction), or one sub-folder per class (training)."""
-    if label_column is None:
-        paths = [str(p) for p in image_files(path)]
-        if not paths:
-            raise LobellError(f"folder '{path}' holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return paths, None, pd.DataFrame({input_column: paths})
-    if problem != "classification":
-        raise LobellError(f"folder '{path}': class folders give single labels; {problem} data needs a CSV or JSONL "
-                          f"with data.image_column and data.label_column")
-    classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths, labels = [], []
-    for folder in classes:
-        files = [str(p) for p in image_files(folder)]
-        paths += files
-        labels += [folder.name] * len(files)
-    if not paths:
-        loose = "holds images but no class sub-folders" if image_files(path) else "holds no images"
-        raise LobellError(f"folder '{path}' {loose}: put each class's images in a sub-folder named after the "
-                          f"class (e.g. {path}/cat/1.jpg), or give a CSV with image paths and labels")
-    return paths, labels, pd.DataFrame({input_column: paths, label_column: labels})
+    return read_media_folder(path, input_column, label_column, problem, IMAGE_EXTENSIONS, "image", "cat/1.jpg")
 
 
 def _read_table(path: Path, input_column: str, label_column: str | None, problem: str):
@@ -111,8 +92,7 @@ def _read_table(path: Path, input_column: str, label_column: str | None, problem
 
 def image_files(folder: Path) -> list[Path]:
     """Image files under `folder` (recursively, sorted), skipping hidden files and folders."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return media_files(folder, IMAGE_EXTENSIONS)
 
 
 def image_problem(path: str | Path) -> str | None:

@@ -286,3 +286,38 @@ def resolve_paths(values: list[str], table: Path, frame: pd.DataFrame, kind: str
                               f"move the files under it or write an absolute path")
         paths.append(str(table.parent / value))
     return paths
+
+
+def media_files(folder: Path, extensions: set[str]) -> list[Path]:
+    """Files under `folder` whose suffix is in `extensions` (recursively, sorted), skipping hidden ones."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in extensions and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def read_media_folder(path: Path, input_column: str, label_column: str | None, problem: str, extensions: set[str],
+                      kind: str, example: str):
+    """Every `kind` file under `path` (prediction), or one sub-folder per class (classification).
+
+    Returns (paths, labels or None, frame); `example` names a file in a class folder for the error
+    that says how to lay the folder out (e.g. "cat/1.jpg").
+    """
+    if label_column is None:
+        paths = [str(p) for p in media_files(path, extensions)]
+        if not paths:
+            raise LobellError(f"folder '{path}' holds no {kind} files ({', '.join(sorted(extensions))})")
+        return paths, None, pd.DataFrame({input_column: paths})
+    if problem != "classification":
+        raise LobellError(f"folder '{path}': class folders give single class labels; {problem} data needs a CSV or "
+                          f"JSONL with data.{kind}_column and data.label_column")
+    classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    paths, labels = [], []
+    for folder in classes:
+        files = [str(p) for p in media_files(folder, extensions)]
+        paths += files
+        labels += [folder.name] * len(files)
+    if not paths:
+        loose = f"holds {kind} files but no class sub-folders" if media_files(path, extensions) else \
+            f"holds no class sub-folders with {kind} files"
+        raise LobellError(f"folder '{path}' {loose}: put each class's files in a sub-folder named after the class "
+                          f"(e.g. {path}/{example}), or give a CSV with {kind} paths and labels")
+    return paths, labels, pd.DataFrame({input_column: paths, label_column: labels})
