@@ -144,6 +144,21 @@ def test_cached_epochs_never_run_the_backbone(text_overrides, monkeypatch):
     assert timing["cached_epochs"] == 2 and timing["feature_cache_examples"] == 400 + 80
 
 
+def test_a_head_only_run_runs_the_backbone_once_per_example(text_overrides, monkeypatch):
+    from transformers.models.bert.modeling_bert import BertEncoder
+
+    examples, encoder_forward = [], BertEncoder.forward
+    monkeypatch.setattr(BertEncoder, "forward", lambda self, hidden_states, *args, **kwargs: examples.append(
+        hidden_states.shape[0]) or encoder_forward(self, hidden_states, *args, **kwargs))
+    result = train(load_config(None, text_overrides + ["strategy=feature-extraction", "epochs=3"]), quiet=True)
+    assert result.metrics["timing"]["cached_epochs"] == 3
+    # the cache (400 training and 80 validation examples), the split check (4 examples, model and
+    # features), the test set (80): the final validation predictions come from the cached features too
+    assert sum(examples) == 400 + 80 + 2 * 4 + 80
+    best = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()][result.metrics["best_epoch"]]
+    assert result.metrics["validation"]["loss"] == pytest.approx(best["validation"]["loss"], abs=1e-6)
+
+
 def _bert_without_encoder_dropout(directory):
     """The fixture BERT with dropout only in its head: frozen layers then behave alike in train and
     eval mode, so a cached and an uncached run must take the same steps."""

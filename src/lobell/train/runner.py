@@ -131,6 +131,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
 
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
     model, first_epoch, started = adapter.model, 0, time.perf_counter()
+    cached = None
     for index, stage in enumerate(plan):
         first_epoch, last_epoch = first_epoch + 1, first_epoch + stage.epochs
         if state.epoch >= last_epoch or stopper.should_stop:
@@ -233,9 +234,13 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         model.load_state_dict(best_state)
     model = accelerator.prepare_model(model, evaluation_mode=True)
     results, outputs = {"before": state.before, "best_epoch": stopper.best_epoch}, {}
+    # Only the head ever trained (the last stage was cached, so every stage was): the cached
+    # validation features still hold, and the best head on them gives the validation predictions.
+    final = {"validation": (cached.adapter, cached.loaders["validation"])} if cached else {}
     for name in ("validation", "test"):
         if name in prepared:
-            logits, targets, _ = predict_logits(accelerator, adapter, model, prepared[name], reporter)
+            step_adapter, loader = final.get(name, (adapter, prepared[name]))
+            logits, targets, _ = predict_logits(accelerator, step_adapter, model, loader, reporter)
             results[name] = _metrics(logits, targets, problem, loss_fn, splits.labels)
             outputs[name] = (logits, targets)
     results["timing"] = timing_summary(state.timing, time.perf_counter() - started, features.summary())
