@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 from conftest import require_tool
 
 ESPEAK_INSTALL = "apt-get install -y espeak-ng"
@@ -52,3 +54,17 @@ def make_tiny_wav2vec2(directory: Path, hidden: int = 32, seed: int = 0, attenti
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=attention_mask).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny models run several times faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory):
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny_wav2vec2"))

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from audio_fixtures import make_tiny_wav2vec2, speak, spoken_words
+from audio_fixtures import one_thread, tiny_wav2vec2  # noqa: F401
+from audio_fixtures import speak, spoken_words
 from safetensors.torch import load_file
 from test_bad_input import user_error
 
@@ -20,20 +21,6 @@ from lobell.data.audio import AudioCollator, AudioReader, load_waveform
 from lobell.errors import LobellError
 from lobell.models.audio import AudioAdapter
 from lobell.strategies.plans import build_plan
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models run several times faster on one thread when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_wav2vec2(tmp_path_factory):
-    return make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny_wav2vec2"))
 
 
 @pytest.fixture(scope="module")

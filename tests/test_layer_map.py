@@ -37,8 +37,9 @@ def test_a_sentence_encoders_stale_pooler_trains_with_the_head(tiny_bert, tmp_pa
     plain = TextAdapter.from_pretrained(str(tiny_bert), 2, "classification", ["a", "b"])
     assert pooler.isdisjoint(plain.layer_map.groups[-1].param_names)  # BERT's own pooler: pre-trained backbone
     sentence = shutil.copytree(tiny_bert, tmp_path / "sentence-encoder")
-    (sentence / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "Transformer"},
-                                                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": "Pooling"}]))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "Pooling"}]
+    (sentence / "modules.json").write_text(json.dumps(modules))
     (sentence / "1_Pooling").mkdir()
     (sentence / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     adapter = TextAdapter.from_pretrained(str(sentence), 2, "classification", ["a", "b"])

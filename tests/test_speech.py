@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from audio_fixtures import make_tiny_wav2vec2, spoken_words
+from audio_fixtures import one_thread, tiny_wav2vec2  # noqa: F401
+from audio_fixtures import spoken_words
 
 from lobell.cli import main
 from lobell.config import load_config
@@ -21,20 +22,6 @@ from lobell.train.runner import _monitor
 from lobell.transcripts import edit_distance, error_rates, greedy_transcripts
 
 DIGITS = ["one", "two", "three", "four"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models run several times faster on one thread when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_wav2vec2(tmp_path_factory):
-    return make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny_wav2vec2_ctc"))
 
 
 def test_vocabulary_tokenizer_and_error_rates():

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from lobell.data.tables import (label_strings, media_files, read_media_folder, read_table, require_columns,
-                                resolve_paths, text_column)
+from lobell.data.tables import (label_strings, media_files, missing_or_empty, read_media_folder, read_table,
+                                require_columns, resolve_paths, text_column)
 from lobell.errors import LobellError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg"}
@@ -82,10 +82,8 @@ def audio_files(folder: Path) -> list[Path]:
 def audio_problem(path: str | Path) -> str | None:
     """Why `path` cannot be used as audio (missing, empty, not a sound file, no samples), or None."""
     path = Path(path)
-    if not path.is_file():
-        return "the file does not exist"
-    if path.stat().st_size == 0:
-        return "the file is empty (0 bytes)"
+    if (reason := missing_or_empty(path)) is not None:
+        return reason
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError, TypeError) as exc:  # soundfile's LibsndfileError is a RuntimeError

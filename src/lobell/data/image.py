@@ -15,7 +15,8 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import InterpolationMode, v2
 
 from lobell.data.splits import _raw_targets
-from lobell.data.tables import media_files, read_media_folder, read_table, require_columns, resolve_paths, text_column
+from lobell.data.tables import (media_files, missing_or_empty, read_media_folder, read_table, require_columns,
+                                resolve_paths, text_column)
 from lobell.errors import LobellError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -98,10 +99,8 @@ def image_files(folder: Path) -> list[Path]:
 def image_problem(path: str | Path) -> str | None:
     """Why `path` cannot be used as an image (missing, empty, not an image, truncated), or None."""
     path = Path(path)
-    if not path.is_file():
-        return "the file does not exist"
-    if path.stat().st_size == 0:
-        return "the file is empty (0 bytes)"
+    if (reason := missing_or_empty(path)) is not None:
+        return reason
     try:
         with Image.open(path) as image:
             too_big = _too_big(image)

@@ -288,6 +288,15 @@ def resolve_paths(values: list[str], table: Path, frame: pd.DataFrame, kind: str
     return paths
 
 
+def missing_or_empty(path: Path) -> str | None:
+    """Why the file at `path` holds nothing to read (it does not exist, or has 0 bytes), or None."""
+    if not path.is_file():
+        return "the file does not exist"
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    return None
+
+
 def media_files(folder: Path, extensions: set[str]) -> list[Path]:
     """Files under `folder` whose suffix is in `extensions` (recursively, sorted), skipping hidden ones."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in extensions and p.is_file()
