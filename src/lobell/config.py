@@ -23,6 +23,8 @@ TASKS = (
     "image-multi-label",
     "image-regression",
     "audio-classification",
+    "audio-multi-label",
+    "audio-regression",
     "speech-recognition",
 )
 LOSSES = ("auto", "cross-entropy", "bce", "mse", "huber")
@@ -335,13 +337,13 @@ class Config(_Section):
             used = [key for key, set_ in image_only.items() if set_]
             if used:
                 raise ValueError(f"{used[0]} applies to image tasks, not task={self.task}")
-        audio = {"data.max_seconds": self.data.max_seconds is not None and self.task != "audio-classification",
+        audio = {"data.max_seconds": self.data.max_seconds is not None and modality != "audio",
                  "strategy.train_feature_encoder": self.strategy.train_feature_encoder and modality not in
                  ("audio", "speech"),
                  "head": self.head is not None and modality in ("audio", "speech")}
         used = [key for key, set_ in audio.items() if set_]
         if used:
-            where = {"data.max_seconds": "audio-classification" + (" (a transcript cannot be cut with its clip)"
+            where = {"data.max_seconds": "audio tasks" + (" (a transcript cannot be cut with its clip)"
                                                                     if modality == "speech" else ""),
                      "strategy.train_feature_encoder": "audio tasks",
                      "head": "text and image tasks (audio models keep their own head shape)"}[used[0]]

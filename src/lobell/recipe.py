@@ -180,7 +180,7 @@ def _epochs(p: Profile, strategy: str = "full", cached: bool = True) -> Choice:
     if p.modality == "audio":
         epochs = 10 if p.n_train < 1000 else 5
         return Choice("E", "Epochs", {"epochs": epochs},
-                      f"audio classifiers fine-tune in 5-10 epochs; {p.n_train} clips -> {epochs} (early stopping "
+                      f"audio encoders fine-tune in 5-10 epochs; {p.n_train} clips -> {epochs} (early stopping "
                       f"guards)")
     if p.modality == "text" and strategy == "feature-extraction" and cached:
         return Choice("E", "Epochs", {"epochs": CACHED_HEAD_EPOCHS, "early_stopping.patience": 3},

@@ -43,8 +43,10 @@ def build_adapter(cfg: Config, modality: str, problem: str, labels: list[str] | 
     if modality in ("audio", "speech"):  # labels: class names, or the CTC character vocabulary
         from lobell.models.audio import AudioAdapter, SpeechAdapter
 
-        adapter_class = AudioAdapter if modality == "audio" else SpeechAdapter
-        return adapter_class.from_pretrained(cfg.model, labels, weights=weights,
+        if modality == "audio":
+            return AudioAdapter.from_pretrained(cfg.model, labels, problem=problem, weights=weights,
+                                                train_feature_encoder=cfg.strategy.train_feature_encoder)
+        return SpeechAdapter.from_pretrained(cfg.model, labels, weights=weights,
                                              train_feature_encoder=cfg.strategy.train_feature_encoder)
     raise LobellError(f"task '{cfg.task}' is not available in this version of lobell")
 
@@ -129,7 +131,9 @@ def build_loader(cfg: Config, adapter, dataset, train: bool) -> DataLoader:
         from lobell.data.text import LengthGroupedBatches
 
         # Similar lengths in a batch: least padding (training: random buckets; evaluation: sorted).
-        collate = AudioCollator(adapter.feature_extractor, None if adapter.modality == "speech" else torch.long)
+        target_dtype = None if adapter.modality == "speech" else (
+            torch.long if dataset.targets.dtype.kind == "i" else torch.float32)  # classes; or multi-hot / numbers
+        collate = AudioCollator(adapter.feature_extractor, target_dtype)
         sampler = LengthGroupedBatches(dataset.lengths(), batch_size, seed=cfg.seed, shuffle=train)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
                           generator=own_generator())

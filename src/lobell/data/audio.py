@@ -13,7 +13,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from lobell.data.tables import (label_strings, media_files, missing_or_empty, read_media_folder, read_table,
+from lobell.data.splits import _raw_targets
+from lobell.data.tables import (media_files, missing_or_empty, read_media_folder, read_table,
                                 require_columns, resolve_paths, text_column)
 from lobell.errors import LobellError
 
@@ -69,8 +70,8 @@ def _read_table(path: Path, input_column: str, label_column: str | None, problem
     if label_column is not None:
         if problem == "ctc":
             raw = [normalise_transcript(t) for t in text_column(frame, label_column, path)]
-        else:
-            raw = label_strings(frame, label_column, path)
+        else:  # class names, label lists (multi-label) or numbers (regression), as for text and images
+            raw = _raw_targets(frame, label_column, path, problem)
     return paths, raw, frame
 
 

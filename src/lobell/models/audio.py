@@ -14,7 +14,7 @@ from torch import nn
 from lobell.data.audio import BLANK, UNKNOWN, WORD_DELIMITER
 from lobell.errors import LobellError
 from lobell.models.hub import resolve_pretrained
-from lobell.models.text import _quiet_transformers, head_prefixes
+from lobell.models.text import PROBLEM_TYPES, _quiet_transformers, head_prefixes
 from lobell.strategies.layer_map import LayerGroup, LayerMap, build_layer_map
 
 
@@ -67,13 +67,15 @@ class AudioAdapter:
         return int(self.feature_extractor.sampling_rate)
 
     @classmethod
-    def from_pretrained(cls, name: str, labels: list[str], weights: bool = True,
-                        train_feature_encoder: bool = False) -> AudioAdapter:
-        """Load the encoder and add a new classification head; `weights=False` builds the structure only."""
+    def from_pretrained(cls, name: str, labels: list[str] | None, weights: bool = True,
+                        train_feature_encoder: bool = False, problem: str = "classification") -> AudioAdapter:
+        """Load the encoder and add a new head: one output per class or label, or one for regression
+        (`labels` None); `weights=False` builds the structure only."""
         from transformers import AutoModelForAudioClassification
 
-        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                  "label2id": {label: i for i, label in enumerate(labels)}}
+        kwargs = {"num_labels": 1 if problem == "regression" else len(labels), "problem_type": PROBLEM_TYPES[problem]}
+        if labels:
+            kwargs.update(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
         model, extractor, new_params = _load(AutoModelForAudioClassification, name, weights, kwargs,
                                              "an audio classifier")
         return cls(model, extractor, name, new_params, train_feature_encoder)
@@ -207,7 +209,7 @@ def _base_model(directory: Path) -> str:
     return json.loads(info.read_text()).get("base_model", str(directory)) if info.is_file() else str(directory)
 
 
-def loading_snippet(model_dir: Path, modality: str) -> str:
+def loading_snippet(model_dir: Path, modality: str, problem: str = "classification") -> str:
     """The model card's code: load `model/` with plain transformers and soundfile, predict one clip."""
     if modality == "speech":
         build = ("from transformers import AutoModelForCTC, AutoProcessor\n\n"
@@ -221,7 +223,10 @@ def loading_snippet(model_dir: Path, modality: str) -> str:
                  f"model_dir = {str(model_dir)!r}  # this folder\n"
                  "model = AutoModelForAudioClassification.from_pretrained(model_dir).eval()\n"
                  "extractor = AutoFeatureExtractor.from_pretrained(model_dir)")
-        extractor, read_out = "extractor", "print(model.config.id2label[int(logits.argmax())])"
+        extractor, read_out = "extractor", {
+            "classification": "print(model.config.id2label[int(logits.argmax())])",
+            "multi-label": "print([model.config.id2label[i] for i, p in enumerate(logits.sigmoid()[0]) if p >= 0.5])",
+            "regression": "print(float(logits[0, 0]))"}[problem]
         rate = "extractor.sampling_rate"
     return f"""With plain transformers, soundfile and scipy (no lobell needed):
 

@@ -14,7 +14,7 @@ from lobell.models.heads import head_from_spec, last_linear, set_submodule, spec
 from lobell.models.hub import resolve_pretrained
 from lobell.strategies.layer_map import LayerMap, build_layer_map
 
-_PROBLEM_TYPES = {"classification": "single_label_classification",
+PROBLEM_TYPES = {"classification": "single_label_classification",
                   "multi-label": "multi_label_classification", "regression": "regression"}
 
 
@@ -70,7 +70,7 @@ class TextAdapter:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path = resolve_pretrained(name)
-        kwargs = {"num_labels": num_outputs, "problem_type": _PROBLEM_TYPES[problem]}
+        kwargs = {"num_labels": num_outputs, "problem_type": PROBLEM_TYPES[problem]}
         if labels:
             kwargs["id2label"] = dict(enumerate(labels))
             kwargs["label2id"] = {label: i for i, label in enumerate(labels)}

@@ -20,7 +20,7 @@ def loading_snippet(run: RunFiles) -> str:
     if run.modality in ("audio", "speech"):
         from lobell.models.audio import loading_snippet as audio_snippet
 
-        return audio_snippet(model_dir, run.modality)
+        return audio_snippet(model_dir, run.modality, run.problem)
     return text_snippet(model_dir, run.problem)
 
 
