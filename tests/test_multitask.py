@@ -60,7 +60,8 @@ def test_tasks_config_defaults_and_errors(tiny_bert):
                                (["tasks=[{name: a}, {name: a}]"], "'a' is used twice"),
                                ([TEXT_TASKS, "loss=bce"], "loss.name applies to single-task runs"),
                                (["tasks=[{name: a, loss_weight: 0}]"], "every loss_weight is 0"),
-                               (["tasks=[{name: a, knd: regression}]"], "did you mean 'kind'")]:
+                               (["tasks=[{name: a, knd: regression}]"], "did you mean 'kind'"),
+                               ([TEXT_TASKS, "distill.teacher=runs/teacher"], "one soft loss cannot match")]:
         with pytest.raises(LobellError, match=re.escape(message)):
             load_config(None, overrides)
 
@@ -221,3 +222,15 @@ def test_image_multitask_run_learns_each_task_and_reloads(tmp_path):
         exec(compile(code, "model-card", "exec"), namespace)  # noqa: S102 - plain timm + torch: backbone and heads
     np.testing.assert_allclose(namespace["logits"].numpy()[0], reloaded[0], atol=1e-5)
     assert [line.split()[0] for line in out.getvalue().splitlines()] == ["colour", "tags", "brightness"]
+
+
+def test_text_multitask_with_lora_learns_both_heads_and_exports_to_onnx(text_multitask, capsys):
+    result = train(load_config(None, [*text_multitask, "strategy=lora", "lora.r=4", "epochs=5", "optimizer.lr=3e-2"]), quiet=True)
+    before, after = result.metrics["before"], result.metrics["validation"]
+    assert after["sentiment/accuracy"] > 0.75 > before["sentiment/accuracy"]
+    assert after["score/rmse"] < before["score/rmse"]
+    stage = json.loads((result.run_dir / "stages.json").read_text())[0]
+    assert "head" in stage["trainable_groups"] and any(g.startswith("lora ") for g in stage["trainable_groups"])
+    capsys.readouterr()
+    assert main(["export", str(result.run_dir), "--format", "onnx"]) == 0  # merged adapters, both heads
+    assert float(re.search(r"max abs difference ([0-9.e+-]+)", capsys.readouterr().out).group(1)) < 1e-4

@@ -286,6 +286,9 @@ class Config(_Section):
         if self.distill is not None and (self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0):
             raise ValueError("distill: the teacher's outputs are cached per image, which mixup/cutmix would not match; "
                              "turn mixup off")
+        if self.distill is not None and self.tasks is not None:
+            raise ValueError("distill: a multi-task student's outputs mix classes, labels and numbers of several heads, "
+                             "which one soft loss cannot match; distil each task as a single-task run, or drop tasks:")
         return self
 
     @model_validator(mode="after")
