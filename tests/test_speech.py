@@ -106,3 +106,26 @@ def _model_card_transcript(run, clip) -> str:
     with contextlib.redirect_stdout(printed):
         exec(code.replace('"clip.wav"', repr(str(clip))), {})  # noqa: S102 - our own generated snippet
     return printed.getvalue().strip()
+
+
+def test_ctc_in_two_processes_gathers_every_clip_once_with_its_own_transcript(tiny_wav2vec2, tmp_path):
+    """Frame outputs and transcripts differ in length per process: they are padded to gather, then trimmed."""
+    import subprocess
+    import sys
+
+    table = spoken_words(tmp_path / "clips", ["one", "three", "seven", "twenty two", "eight"], voices=["en-us", "en-gb"],
+                         speeds=[150], column="text")
+    table.to_csv(tmp_path / "clips" / "all.csv", index=False)
+    run = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "lobell.cli", "train", "--quiet", "--processes", "2",
+                           "task=speech-recognition", f"model={tiny_wav2vec2}", f"data.train={tmp_path / 'clips' / 'all.csv'}",
+                           f"data.validation={tmp_path / 'clips' / 'all.csv'}", "data.label_column=text", "epochs=2",
+                           "batch_size=2", "optimizer.lr=1e-2", "recipe=false", "strategy=full", f"output_dir={run}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "predictions_validation.jsonl").read_text().splitlines()]
+    # 10 clips over 2 processes in batches of 2: uneven lengths across ranks, each clip exactly once
+    assert [row["input"] for row in rows] == [str(tmp_path / "clips" / a) for a in table["audio"]]
+    assert [row["target"] for row in rows] == table["text"].tolist()
+    metrics = json.loads((run / "metrics.json").read_text())["validation"]
+    assert metrics["cer"] == pytest.approx(error_rates([r["target"] for r in rows], [r["prediction"] for r in rows])["cer"])

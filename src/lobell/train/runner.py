@@ -60,7 +60,8 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     """
     # 1. Accelerator, seed, and the run folder (locked: one run per folder).
     run_dir = Path(cfg.resolved_output_dir())
-    accelerator = make_accelerator(cfg.precision, **tracking.accelerator_kwargs(cfg.tracking, run_dir))
+    accelerator = make_accelerator(cfg.precision, **tracking.accelerator_kwargs(cfg.tracking, run_dir),
+                                   kwargs_handlers=_ddp_handlers(cfg))
     set_seed(cfg.seed)
     reporter = Reporter(quiet, accelerator.is_main_process)
     lock = ckpt.RunLock(run_dir)
@@ -327,6 +328,18 @@ def _apply_recipe(cfg: Config, splits, adapter, reporter, run_dir: Path, main: b
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         (run_dir / "metrics.jsonl").write_text("")
     return cfg
+
+
+def _ddp_handlers(cfg: Config) -> list:
+    """Audio encoders skip parameters in some steps: wav2vec2-style layerdrop drops whole blocks, and
+    the SpecAugment embedding is only used where a mask falls. DDP must then look for unused
+    parameters each step (as the HF Trainer does), or it stops with "Expected to have finished
+    reduction". Text and image models use every trainable parameter every step: no extra cost."""
+    if parse_task(cfg.task)[0] not in ("audio", "speech"):
+        return []
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return [DistributedDataParallelKwargs(find_unused_parameters=True)]
 
 
 def make_accelerator(precision: str, **kwargs) -> Accelerator:
