@@ -28,9 +28,17 @@ def _final(run: Path) -> dict:
     return metrics
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(text_overrides, tmp_path):
+@pytest.mark.parametrize("multitask", [False, True], ids=["single-task", "multi-task"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(text_overrides, tmp_path, multitask):
     common = [o for o in text_overrides if not o.startswith("output_dir")] + [
         "epochs=3", "checkpoint.every_steps=4", "early_stopping.patience=null"]
+    if multitask:  # a classification and a regression head on the same data, packed targets
+        from test_multitask import TEXT_TASKS, _scored_rows
+
+        for name, n, seed in [("train", 400, 1), ("validation", 80, 2), ("test", 80, 3)]:
+            _scored_rows(n, seed).to_csv(tmp_path / f"{name}.csv", index=False)
+            common.append(f"data.{name}={tmp_path / f'{name}.csv'}")
+        common.append(TEXT_TASKS)
     reference = tmp_path / "reference"
     assert main(["train", "--quiet", *common, f"output_dir={reference}"]) == 0
 
@@ -55,6 +63,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(text_overrides,
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     assert _final(run) == _final(reference)
+    assert ("score/rmse" in _final(run)["validation"]) is multitask
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0, 1, 2, 3]
 
