@@ -12,6 +12,9 @@ or `facebook/wav2vec2-base` / `facebook/hubert-base-ls960` (speech recognition) 
     python examples/make_spoken_digits.py        # writes data/spoken_digits/
     lobell train examples/spoken_digits_classification.yaml
     lobell train examples/spoken_digits_speech.yaml
+
+The tables also hold `value` (the digit as a number: audio-regression) and `properties` (even/odd,
+prime, big: audio-multi-label); docs/audio.md has the commands.
 """
 
 import itertools
@@ -47,6 +50,14 @@ def tiny_wav2vec2(directory: Path) -> None:
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True).save_pretrained(directory)
 
 
+def _properties(value: int) -> str:
+    """The labels of audio-multi-label: even or odd, prime, and 'big' for 5-9 (e.g. 'odd|prime|big')."""
+    labels = ["even" if value % 2 == 0 else "odd"]
+    labels += ["prime"] if value in (2, 3, 5, 7) else []
+    labels += ["big"] if value >= 5 else []
+    return "|".join(labels)
+
+
 def main() -> None:
     if shutil.which("espeak-ng") is None:
         raise SystemExit("needs espeak-ng: apt-get install -y espeak-ng")
@@ -57,7 +68,8 @@ def main() -> None:
         for digit, voice, speed in itertools.product(DIGITS, voices, SPEEDS):
             name = f"{digit}_{voice.replace('+', '_')}_{speed}.wav"
             speak(digit, clips / name, voice, speed)
-            rows.append({"audio": f"clips/{name}", "text": digit})
+            value = DIGITS.index(digit)
+            rows.append({"audio": f"clips/{name}", "text": digit, "value": value, "properties": _properties(value)})
         pd.DataFrame(rows).to_csv(OUT / f"{split}.csv", index=False)
         print(f"{OUT / split}.csv: {len(rows)} clips, voices {', '.join(voices)}")
     tiny_wav2vec2(OUT / "tiny-wav2vec2")
