@@ -86,6 +86,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", required=True, help="comma-separated, e.g. feature-extraction,gradual,full")
     p.add_argument("--seeds", type=int, default=1, help="runs per strategy, seeds seed..seed+N-1 (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only each run's results and the comparison")
+    p = command("serve", _serve, "serve a finished run's model over HTTP: POST /predict (batched), /info, /health, "
+                "and a page at / to try it")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    p.add_argument("--max-batch", type=int, default=32, help="inputs per forward pass (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long a batch waits for more requests (default 10; 0: only what queued meanwhile)")
+    p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (default 16 MB)")
+    p.add_argument("--max-items", type=int, default=256, help="most inputs in one request (default 256)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8 dynamic quantization of Linear layers; its accuracy change on the run's validation "
+                        "examples is printed at start-up")
     return parser
 
 
@@ -223,6 +237,17 @@ def _export(args) -> int:
     if result.max_abs_difference is not None:
         print(f"dynamic axes: {', '.join(result.dynamic_axes)}; onnxruntime vs PyTorch on {result.inputs_checked} "
               f"real inputs, batches of several sizes: max abs difference {result.max_abs_difference:.3e}")
+    return 0
+
+
+def _serve(args) -> int:
+    try:
+        from lobell.serve import ServeSettings, serve
+    except ModuleNotFoundError as exc:  # the `serve` extra: fastapi, uvicorn, python-multipart
+        raise LobellError(f"lobell serve needs {exc.name}, which is not installed: pip install 'lobell[serve]'") \
+            from None
+    serve(ServeSettings(str(args.run_dir), args.host, args.port, args.workers, args.max_batch, args.max_wait_ms,
+                        args.max_body_mb, args.max_items, args.quantize))
     return 0
 
 

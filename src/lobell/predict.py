@@ -65,7 +65,10 @@ class Predictor:
 
     def predict_table(self, inputs: list, reporter: Reporter | None = None) -> pd.DataFrame:
         """One row per input: the prediction and its probability (or the value, for regression)."""
-        logits = self.logits(inputs, reporter)
+        return self.table(self.logits(inputs, reporter))
+
+    def table(self, logits: np.ndarray) -> pd.DataFrame:
+        """`predict_table`'s rows from raw outputs (`lobell serve` adds every probability to them)."""
         if self.cfg.tasks is not None:  # a column block per task
             from lobell.models.multitask import task_table
 
