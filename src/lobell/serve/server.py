@@ -12,6 +12,9 @@ from lobell.errors import LobellError
 from lobell.run_dir import check_run_dir
 from lobell.serve.app import ServeSettings, create_app
 
+# A worker answers uvicorn's health check only between Python bytecodes: loading torch and the model can hold
+# it off for many seconds on busy cores, and uvicorn's default (5 s) would then kill and restart it forever.
+WORKER_START_S = 300
 _SETTINGS_ENV = "LOBELL_SERVE_SETTINGS"  # how uvicorn's worker processes (--workers N) get the settings
 
 
@@ -74,7 +77,7 @@ def _serve_workers(settings: ServeSettings, port: int) -> None:
     os.environ[_SETTINGS_ENV] = json.dumps({**asdict(settings), "port": port})
     uvicorn.run("lobell.serve.server:app_from_environment", factory=True, host=settings.host, port=port,
                 workers=settings.workers, log_level="info", log_config=_log_config(), access_log=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, timeout_worker_healthcheck=WORKER_START_S)
 
 
 def _check(settings: ServeSettings) -> None:
