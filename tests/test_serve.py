@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import make_tiny_bert, require_tool, sentiment_rows
 from serve_fixtures import Browser, running_server
 from vision_fixtures import make_class_folders, save_random_weights
@@ -384,3 +386,41 @@ def test_audio_upload_matches_lobell_predict_and_a_too_short_clip_is_a_500(tmp_p
         assert crashed.status_code == 500 and "the model failed" in crashed.json()["error"]
         assert any("the model failed" in r.getMessage() for r in caplog.records)
         assert client.post("/predict", files=[("files", ("clip.wav", clip.read_bytes()))]).status_code == 200
+
+
+# --- request parsing, in process ----------------------------------------------------------------------------
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                      max_size=3), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(json_values.map(lambda v: json.dumps(v).encode()),
+                      st.dictionaries(st.sampled_from(["texts", "images", "x"]), json_values, max_size=2)
+                      .map(lambda v: json.dumps(v).encode()), st.binary(max_size=40)))
+def test_any_body_is_a_list_of_strings_or_one_4xx(body):
+    from lobell.serve.inputs import Limits, RequestError, parse_json
+
+    try:
+        items = parse_json(body, "text", Limits(max_items=3, max_body_bytes=2**20))
+    except RequestError as exc:
+        assert 400 <= exc.status < 500 and exc.message and "\n" not in exc.message
+    else:
+        assert 1 <= len(items) <= 3 and all(isinstance(item, str) for item in items)
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash():
+    from lobell.serve.inputs import Limits, RequestError, parse_json
+
+    with pytest.raises(RequestError) as caught:
+        parse_json(b"[" * 100_000 + b"]" * 100_000, "text", Limits(3, 2**30))
+    assert caught.value.status == 400
+
+
+def test_nan_in_metrics_or_outputs_still_serialises():
+    from lobell.serve.model import json_safe
+
+    value = json_safe({"loss": float("nan"), "r2": np.float32(0.5), "rows": [np.float64("inf"), 1]})
+    assert value == {"loss": None, "r2": 0.5, "rows": [None, 1]}
+    json.dumps(value, allow_nan=False)

@@ -39,11 +39,15 @@ def parse_json(body: bytes, modality: str, limits: Limits) -> list:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON ({exc}); send {_example(field)}") from None
+    except RecursionError:
+        raise RequestError(400, f"the JSON body nests too deeply to read; send {_example(field)}") from None
     if not isinstance(data, dict):
         raise RequestError(422, f"the JSON body must be an object like {_example(field)}, not a {_json_type(data)}")
     unknown = sorted(set(data) - {field})
     if unknown:
-        raise RequestError(422, f"unknown field '{unknown[0]}': this {modality} model reads '{field}', e.g. "
+        name = json.dumps(unknown[0])[1:-1]  # escaped: a key with a newline stays on one line
+        name = name if len(name) <= 40 else name[:40] + "..."
+        raise RequestError(422, f"unknown field '{name}': this {modality} model reads '{field}', e.g. "
                                 f"{_example(field)}")
     if field not in data:
         raise RequestError(422, f"the body has no '{field}' field; send {_example(field)}")

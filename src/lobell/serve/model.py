@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -57,12 +58,12 @@ class ServedModel:
     def records(self, logits: np.ndarray) -> list[dict]:
         from lobell.evaluate import probabilities
 
-        rows = [{key: _plain(value) for key, value in row.items()}
+        rows = [{key: json_safe(value) for key, value in row.items()}
                 for row in self.predictor.table(logits).to_dict("records")]
         if self.predictor.cfg.tasks is None and self.problem in ("classification", "multi-label"):
             names = self.predictor.labels
             for row, probs in zip(rows, probabilities(logits, self.problem)):
-                row["probabilities"] = {name: float(p) for name, p in zip(names, probs)}
+                row["probabilities"] = {name: json_safe(float(p)) for name, p in zip(names, probs)}
         return rows
 
     def precision(self) -> str:
@@ -80,11 +81,11 @@ class ServedModel:
         labels = self.predictor.labels
         if cfg.tasks is not None:
             labels = {task.name: task.labels for task in labels.tasks}
-        return {"run_dir": str(self.run_dir), "task": cfg.task, "modality": self.modality, "problem": self.problem,
-                "labels": labels, "base_model": _model_info(self.run_dir).get("base_model", cfg.model),
-                "input_field": _field(self.modality), "precision": self.precision(),
-                "configured_precision": cfg.precision, "quantization": self.quantization,
-                "metrics": _metrics(self.run_dir)}
+        return json_safe({
+            "run_dir": str(self.run_dir), "task": cfg.task, "modality": self.modality, "problem": self.problem,
+            "labels": labels, "base_model": _model_info(self.run_dir).get("base_model", cfg.model),
+            "input_field": _field(self.modality), "precision": self.precision(), "configured_precision": cfg.precision,
+            "quantization": self.quantization, "metrics": _metrics(self.run_dir)})
 
 
 def _quantized_predictor(predictor: Predictor) -> Predictor:
@@ -188,8 +189,14 @@ def _field(modality: str) -> str:
     return field_for(modality)
 
 
-def _plain(value):
-    """numpy scalars -> Python numbers, so every record serialises as JSON."""
+def json_safe(value):
+    """numpy scalars -> Python numbers, NaN and infinities -> None (JSON has neither), in nested dicts and lists."""
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
     return value
