@@ -29,14 +29,15 @@ from lobell.serve import DynamicBatcher, ServeSettings, create_app
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-    """A tiny BERT fitted on sentiment rows with `precision: auto` (bf16 where this CPU runs it fast)."""
+    """A tiny BERT trained briefly on sentiment rows with `precision: auto` (bf16 where this CPU runs it fast):
+    what it learns does not matter here, only that the server answers as `lobell predict` does."""
     root = tmp_path_factory.mktemp("serve_text")
     bert = make_tiny_bert(root / "bert")
-    for name, n, seed in [("train", 160, 1), ("validation", 40, 2), ("test", 24, 3)]:
+    for name, n, seed in [("train", 64, 1), ("validation", 40, 2), ("test", 24, 3)]:
         sentiment_rows(n, seed).to_csv(root / f"{name}.csv", index=False)
     assert main(["train", "--quiet", f"model={bert}", f"data.train={root / 'train.csv'}",
                  f"data.validation={root / 'validation.csv'}", "optimizer.lr=3e-3", "strategy=full",
-                 "strategy.backbone_lr_scale=1.0", "scheduler.warmup_ratio=0", "batch_size=16", "epochs=2",
+                 "strategy.backbone_lr_scale=1.0", "scheduler.warmup_ratio=0", "batch_size=16", "epochs=1",
                  "precision=auto", "recipe=false", f"output_dir={root / 'run'}"]) == 0
     return root
 
@@ -46,8 +47,8 @@ def image_run(tmp_path_factory):
     """A tiny random ViT fitted for one epoch on red vs blue noise images (fp32)."""
     root = tmp_path_factory.mktemp("serve_image")
     weights = save_random_weights(root / "test_vit.safetensors", "timm", "test_vit")
-    make_class_folders(root / "train", 12, seed=1)
-    make_class_folders(root / "validation", 4, seed=2)
+    make_class_folders(root / "train", 6, seed=1)
+    make_class_folders(root / "validation", 3, seed=2)
     make_class_folders(root / "unseen", 3, seed=3)
     assert main(["train", "--quiet", "task=image-classification", "model=timm/test_vit", f"model_weights={weights}",
                  f"data.train={root / 'train'}", f"data.validation={root / 'validation'}", "data.image_size=32",

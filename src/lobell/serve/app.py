@@ -6,7 +6,8 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -69,8 +70,19 @@ _PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": PredictRequest.model_json_schema()}, **_MULTIPART}}}
 
 
-def create_app(model, settings: ServeSettings) -> FastAPI:
-    """The app for one loaded model (`ServedModel`, or anything with its `predict`/`info`/`modality`)."""
+class Servable(Protocol):
+    """What the app needs of a model (`ServedModel`; tests use a counting stand-in)."""
+
+    modality: str  # text, image, audio or speech: how request bodies are read
+    sampling_rate: int | None  # audio: the rate uploads are resampled to
+
+    def predict(self, inputs: list) -> list[dict]: ...  # one JSON-ready record per input, on the model thread
+
+    def info(self) -> dict: ...
+
+
+def create_app(model: Servable, settings: ServeSettings) -> FastAPI:
+    """The app for one loaded model: routes, error handlers, the body limit, and the batcher's lifetime."""
     batcher = DynamicBatcher(model.predict, settings.max_batch, settings.max_wait_ms / 1000)
     limits = settings.limits()
 
@@ -122,7 +134,7 @@ def create_app(model, settings: ServeSettings) -> FastAPI:
     return app
 
 
-async def read_inputs(request: Request, model, limits: Limits) -> list:
+async def read_inputs(request: Request, model: Servable, limits: Limits) -> list:
     """The request's inputs as the model reads them (texts, RGB arrays, waveforms), or a RequestError."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     field = field_for(model.modality)
@@ -138,7 +150,7 @@ async def read_inputs(request: Request, model, limits: Limits) -> list:
                             f"'{kind or 'no content type'}'")
 
 
-async def _read_form(request: Request, model, limits: Limits, field: str) -> list:
+async def _read_form(request: Request, model: Servable, limits: Limits, field: str) -> list:
     try:
         form = await request.form(max_files=limits.max_items + 1, max_fields=limits.max_items + 1)
     except HTTPException as exc:
@@ -160,7 +172,7 @@ async def _read_form(request: Request, model, limits: Limits, field: str) -> lis
     return await run_in_threadpool(_decode_all, blobs, model, field, labels)
 
 
-def _decode_all(blobs: list[bytes], model, field: str, labels: list[str] | None = None) -> list:
+def _decode_all(blobs: list[bytes], model: Servable, field: str, labels: list[str] | None = None) -> list:
     labels = labels or [f"{field}[{i}]" for i in range(len(blobs))]
     if model.modality == "image":
         return [decode_image(data, label) for data, label in zip(blobs, labels)]
@@ -239,10 +251,6 @@ class BodyLimit:
                 return
 
     def _message(self, size: int, streamed: bool = False) -> str:
-        amount = f"over {self.max_bytes / 2**20:.0f} MB" if streamed else f"{size / 2**20:.1f} MB"
+        amount = f"over {self.max_bytes / 2**20:g} MB" if streamed else f"{size / 2**20:.1f} MB"
         return (f"the request body is {amount}; this server takes at most {self.max_bytes / 2**20:g} MB "
                 f"(--max-body-mb): send fewer or smaller inputs per request")
-
-
-def settings_dict(settings: ServeSettings) -> dict:
-    return asdict(settings)
