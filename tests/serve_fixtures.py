@@ -49,8 +49,11 @@ def _collect(stream, lines: list[str]) -> None:
 def running_server(run_dir: Path, *args: str) -> Iterator[Server]:
     """`lobell serve RUN_DIR --port 0 ARGS` on 127.0.0.1; yields once /health answers; always stopped after."""
     command = [sys.executable, "-m", "lobell.cli", "serve", str(run_dir), "--host", "127.0.0.1", "--port", "0", *args]
+    # Passive OpenMP waits: on a shared, oversubscribed machine, spinning torch threads wait on each other's
+    # time slices and a forward pass takes 10-30x longer; on quiet cores it changes nothing that is checked.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               preexec_fn=_default_signals, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               preexec_fn=_default_signals, env=env)
     server = Server(process)
     reader = threading.Thread(target=_collect, args=(process.stdout, server.lines), daemon=True)
     reader.start()
