@@ -49,9 +49,9 @@ def _collect(stream, lines: list[str]) -> None:
 def running_server(run_dir: Path, *args: str) -> Iterator[Server]:
     """`lobell serve RUN_DIR --port 0 ARGS` on 127.0.0.1; yields once /health answers; always stopped after."""
     command = [sys.executable, "-m", "lobell.cli", "serve", str(run_dir), "--host", "127.0.0.1", "--port", "0", *args]
-    # Passive OpenMP waits: on a shared, oversubscribed machine, spinning torch threads wait on each other's
-    # time slices and a forward pass takes 10-30x longer; on quiet cores it changes nothing that is checked.
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
+    # One torch thread, waiting passively: on a shared, oversubscribed machine, spinning torch threads wait on
+    # each other's time slices and a forward pass of the tiny models takes 10-30x longer; nothing checked changes.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                preexec_fn=_default_signals, env=env)
     server = Server(process)

@@ -27,6 +27,17 @@ from lobell.serve import DynamicBatcher, ServeSettings, create_app
 
 # --- tiny real runs, trained by lobell itself --------------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run several times faster on one thread when the cores are shared (as in audio_fixtures)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
     """A tiny BERT trained briefly on sentiment rows with `precision: auto` (bf16 where this CPU runs it fast):
