@@ -17,8 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from lobell.serve.batching import DynamicBatcher
-from lobell.serve.inputs import (Limits, RequestError, check_count, decode_audio, decode_base64, decode_image,
-                                 field_for, parse_json)
+from lobell.serve.inputs import Limits, RequestError, check_count, decode_base64, decoder_for, field_for, parse_json
 from lobell.serve.page import page_html
 
 log = logging.getLogger("lobell.serve")
@@ -174,9 +173,8 @@ async def _read_form(request: Request, model: Servable, limits: Limits, field: s
 
 def _decode_all(blobs: list[bytes], model: Servable, field: str, labels: list[str] | None = None) -> list:
     labels = labels or [f"{field}[{i}]" for i in range(len(blobs))]
-    if model.modality == "image":
-        return [decode_image(data, label) for data, label in zip(blobs, labels)]
-    return [decode_audio(data, label, model.sampling_rate) for data, label in zip(blobs, labels)]
+    decode = decoder_for(model.modality)
+    return [decode(data, label, model.sampling_rate) for data, label in zip(blobs, labels)]
 
 
 def _add_error_handlers(app: FastAPI) -> None:

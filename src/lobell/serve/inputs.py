@@ -84,7 +84,12 @@ def decode_base64(text: str, label: str) -> bytes:
     return data
 
 
-def decode_image(data: bytes, label: str) -> np.ndarray:
+def decoder_for(modality: str):
+    """`decode(data, label, sampling_rate) -> input` for a modality's uploaded files (text needs none)."""
+    return {"image": decode_image, "audio": decode_audio, "speech": decode_audio}[modality]
+
+
+def decode_image(data: bytes, label: str, sampling_rate: int | None = None) -> np.ndarray:
     """RGB pixels, decoded exactly as `lobell predict` decodes an image file (lobell.data.image.open_rgb)."""
     from lobell.data.image import open_rgb
     from lobell.errors import LobellError
