@@ -114,7 +114,13 @@ def test_text_predictions_equal_lobell_predict(text_server, text_run, tmp_path):
     assert [p["prediction"] for p in form.json()["predictions"]] == cli["prediction"].tolist()[:2]
 
 
-def test_image_predictions_equal_lobell_predict(image_run, tmp_path):
+@pytest.fixture(scope="module")
+def image_server(image_run):
+    with running_server(image_run / "run") as server:
+        yield server
+
+
+def test_image_predictions_equal_lobell_predict(image_run, image_server, tmp_path):
     unseen = sorted((image_run / "unseen").rglob("*.png"))
     folder = tmp_path / "unlabelled"
     folder.mkdir()
@@ -129,17 +135,17 @@ def test_image_predictions_equal_lobell_predict(image_run, tmp_path):
     cli = _lobell_predict(image_run / "run", folder, tmp_path)
     files = sorted(folder.iterdir())
     assert [p.split("/")[-1] for p in cli["image"]] == [f.name for f in files]
-    with running_server(image_run / "run") as server:
-        encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
-        by_json = httpx.post(f"{server.url}/predict", json={"images": encoded}, timeout=60)
-        assert by_json.status_code == 200, by_json.text
-        uploads = [("files", (f.name, f.read_bytes(), "application/octet-stream")) for f in files]
-        by_form = httpx.post(f"{server.url}/predict", files=uploads, timeout=60)
-        data_url = httpx.post(f"{server.url}/predict", json={"images": ["data:image/png;base64," + encoded[0]]})
-        broken = httpx.post(f"{server.url}/predict", json={"images": [base64.b64encode(b"not an image").decode()]})
-        not_base64 = httpx.post(f"{server.url}/predict", json={"images": ["%%%"]})
-        truncated = httpx.post(f"{server.url}/predict", files=[("files", ("cut.png", files[0].read_bytes()[:60]))])
-        after = httpx.post(f"{server.url}/predict", json={"images": encoded[:1]}, timeout=60)
+    url = image_server.url
+    encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
+    by_json = httpx.post(f"{url}/predict", json={"images": encoded}, timeout=60)
+    assert by_json.status_code == 200, by_json.text
+    uploads = [("files", (f.name, f.read_bytes(), "application/octet-stream")) for f in files]
+    by_form = httpx.post(f"{url}/predict", files=uploads, timeout=60)
+    data_url = httpx.post(f"{url}/predict", json={"images": ["data:image/png;base64," + encoded[0]]}, timeout=60)
+    broken = httpx.post(f"{url}/predict", json={"images": [base64.b64encode(b"not an image").decode()]})
+    not_base64 = httpx.post(f"{url}/predict", json={"images": ["%%%"]})
+    truncated = httpx.post(f"{url}/predict", files=[("files", ("cut.png", files[0].read_bytes()[:60]))])
+    after = httpx.post(f"{url}/predict", json={"images": encoded[:1]}, timeout=60)
     for answer in (by_json, by_form):
         predictions = answer.json()["predictions"]
         assert [p["prediction"] for p in predictions] == cli["prediction"].tolist()
@@ -149,6 +155,28 @@ def test_image_predictions_equal_lobell_predict(image_run, tmp_path):
     assert not_base64.status_code == 400 and "images[0] is not valid base64" in not_base64.json()["error"]
     assert truncated.status_code == 400 and "'cut.png'" in truncated.json()["error"]
     assert after.status_code == 200 and after.json()["predictions"][0]["prediction"] == cli["prediction"][0]
+
+
+def test_the_page_in_headless_chromium_shows_an_uploaded_images_label(image_run, image_server, tmp_path):
+    executable = require_tool("chromium", "apt-get install -y chromium")
+    image = sorted((image_run / "unseen").rglob("*.png"))[0]
+    expected = httpx.post(f"{image_server.url}/predict", files=[("files", (image.name, image.read_bytes()))],
+                          timeout=60).json()["predictions"][0]
+    browser = Browser(executable, tmp_path / "chromium-profile")
+    try:
+        browser.send("Page.navigate", url=f"{image_server.url}/")
+        assert browser.wait_for("document.body && document.body.dataset.state === 'ready'")
+        assert browser.evaluate("getComputedStyle(document.getElementById('file-input')).display") != "none"
+        root = browser.send("DOM.getDocument")["root"]["nodeId"]
+        node = browser.send("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+        browser.send("DOM.setFileInputFiles", nodeId=node, files=[str(image)])  # as the file chooser would
+        state = browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && "
+                                 "document.body.dataset.state")
+        assert state == "done", browser.evaluate("document.getElementById('error').textContent")
+        assert browser.evaluate("document.getElementById('label').textContent") == expected["prediction"]
+        assert browser.wait_for("document.getElementById('preview').naturalWidth === 32")  # shows what it sent
+    finally:
+        browser.close()
 
 
 # --- the real server: bad input -----------------------------------------------------------------------------

@@ -16,7 +16,8 @@ _PAGE = """<!doctype html>
   button { font: inherit; padding: .4rem 1.2rem; margin-top: .5rem; cursor: pointer; }
   #drop { border: 2px dashed #999; border-radius: 8px; padding: 2rem; text-align: center; color: #555; }
   #drop.over { border-color: #2a6; background: #f3fbf6; }
-  #preview { max-width: 100%; max-height: 16rem; display: block; margin: .8rem auto 0; }
+  #preview { max-width: 100%; max-height: 16rem; min-height: 6rem; display: block; margin: .8rem auto 0;
+             image-rendering: pixelated; }
   #label { font-size: 1.6rem; font-weight: 600; margin: 1rem 0 .4rem; }
   table { border-collapse: collapse; width: 100%; }
   td { padding: .15rem .4rem; vertical-align: middle; }
