@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pandas as pd
+import pytest
 
 START_DEADLINE_S = 180  # model loading on a loaded 2-core machine: generous; the wait ends when /health answers
 
@@ -182,3 +184,23 @@ class Browser:
         for stream in (self._out, self._in):
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run several times faster on one thread when the cores are shared (as in audio_fixtures)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def lobell_predict(run, data, tmp_path) -> pd.DataFrame:
+    """`lobell predict RUN DATA` through the CLI, as a table."""
+    from lobell.cli import main
+
+    out = tmp_path / "cli_predictions.csv"
+    assert main(["predict", str(run), str(data), "--output", str(out), "--quiet"]) == 0
+    return pd.read_csv(out)
