@@ -22,7 +22,7 @@ from PIL import Image
 from lobell.cli import main
 from lobell.config import load_config
 from lobell.report import write_model_card, write_report, write_run_documents
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -17,8 +17,8 @@ from lobell.cli import main
 from lobell.config import load_config
 from lobell.data.audio import AudioCollator, character_vocabulary, normalise_transcript
 from lobell.models.audio import SpeechAdapter, ctc_tokenizer
-from lobell.train.losses import ctc_loss
-from lobell.train.runner import _monitor
+from lobell.training.losses import ctc_loss
+from lobell.training.runner import _monitor
 from lobell.transcripts import edit_distance, error_rates, greedy_transcripts
 
 DIGITS = ["one", "two", "three", "four"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lobell.config import load_config
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 
 def test_accuracy_rises_above_chance_and_run_folder_is_complete(text_overrides, tmp_path):

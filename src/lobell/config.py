@@ -396,7 +396,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise LobellError(f"override '{item}' is not KEY=VALUE (e.g. optimizer.lr=3e-5)")
-        _set_dotted(raw, key.strip(), _parse_value(value))
+        set_dotted(raw, key.strip(), _parse_value(value))
     return validate_config(raw, source=str(path) if path else "command line")
 
 
@@ -441,7 +441,18 @@ def _expand_shorthand(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def with_overrides(cfg: Config, values: dict[str, Any], source: str = "settings") -> Config:
+    """A validated copy of `cfg` with dotted `key: value` overrides applied: the one override helper
+    (CLI overrides, API settings, the recipe's choices and `lobell compare` all go through it).
+    Keys the user left unset stay unset, so their task-dependent defaults still apply."""
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    return validate_config(raw, source=source)
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict; a bare name for a shorthand section keeps its other keys."""
     parts = dotted.split(".")
     node = raw
     for part in parts[:-1]:

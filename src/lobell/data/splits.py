@@ -14,6 +14,7 @@ from lobell.config import DataConfig
 from lobell.data.tables import (MIN_TRAIN_EXAMPLES, LabelSpace, label_strings, read_table, require_columns,
                                 row_name, split_train_validation, text_column)
 from lobell.errors import LobellError
+from lobell.problems import Problem, make_problem
 
 _MULTI_LABEL_SEPARATORS = re.compile(r"\s*[|;,]\s*")
 
@@ -36,8 +37,9 @@ class Splits:
     train: Split
     validation: Split
     test: Split | None
-    labels: list[str] | None  # class names; None for regression
+    labels: list[str] | None  # the problem's labels (class names, CTC vocabulary, TaskHeads; None for regression)
     notes: list[str]  # what was done to the data, for the log
+    problem: Problem  # what the model predicts: targets, loss, metrics, outputs (problems/)
 
 
 def read_inputs_and_targets(path: Path, input_column: str, label_column: str | None,
@@ -90,7 +92,7 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
     train = _limit(train, cfg.max_train_samples, seed, notes, "train")
     validation = _limit(validation, cfg.max_eval_samples, seed, notes, "validation")
     _check_trainable(train, encoder.labels, problem, notes)
-    return Splits(train, validation, test, encoder.labels, notes)
+    return Splits(train, validation, test, encoder.labels, notes, make_problem(problem, encoder.labels))
 
 
 def _check_trainable(train: Split, labels: list[str] | None, problem: str, notes: list[str]) -> None:
@@ -207,7 +209,7 @@ class TargetEncoder:
         if problem == "regression":
             return cls(problem, None, column)
         if problem == "ctc":  # transcripts: the labels are the characters they use (the CTC vocabulary)
-            from lobell.data.audio import character_vocabulary
+            from lobell.problems.ctc import character_vocabulary
 
             return cls(problem, character_vocabulary(raw), column)
         values = [v for row in raw for v in row] if problem == "multi-label" else raw

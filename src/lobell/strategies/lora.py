@@ -178,7 +178,7 @@ def load_unmerged(model_dir: Path, modality: str):
     the adapters (and the trained head) with peft, and merge them in memory for prediction."""
     from peft import PeftModel
 
-    from lobell.tasks import num_outputs
+    from lobell.problems import make_problem
 
     if modality != "text":
         raise LobellError(f"model folder '{model_dir}' holds LoRA adapters for a {modality} model; lobell keeps "
@@ -190,7 +190,7 @@ def load_unmerged(model_dir: Path, modality: str):
     labels = info.get("labels")
     spec = info.get("head")
     head = {k: spec[k] for k in ("hidden", "dropout", "batch_norm", "activation")} if spec else None
-    adapter = TextAdapter.from_pretrained(info["base_model"], num_outputs(problem, labels), problem, labels, head=head)
+    adapter = TextAdapter.from_pretrained(info["base_model"], make_problem(problem, labels).num_outputs, problem, labels, head=head)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         adapter.model = PeftModel.from_pretrained(adapter.model, str(model_dir)).merge_and_unload().eval()
