@@ -1,4 +1,4 @@
-"""The task registry: task name -> (modality spec, problem), and the builders behind one interface.
+"""Task name -> (modality spec, problem) (the names: registry.py), and the builders behind one interface.
 
 Every builder here is a look-up: the modality spec (modalities/) reads, batches and models the
 input; the problem (problems/) encodes targets and scores outputs. A new task family is one
@@ -14,24 +14,11 @@ from lobell.modalities.audio import AudioModality, SpeechModality
 from lobell.modalities.base import Modality, own_generator  # noqa: F401 (own_generator: re-exported)
 from lobell.modalities.image import ImageModality
 from lobell.modalities.text import TextModality
+from lobell.registry import TASKS
 from lobell.resolve import eval_batch_size
 
 MODALITIES: dict[str, Modality] = {spec.name: spec for spec in
                                    (TextModality(), ImageModality(), AudioModality(), SpeechModality())}
-
-# task name -> (modality, problem); config.TASKS lists the same names for validation.
-TASKS: dict[str, tuple[str, str]] = {
-    "text-classification": ("text", "classification"),
-    "text-multi-label": ("text", "multi-label"),
-    "text-regression": ("text", "regression"),
-    "image-classification": ("image", "classification"),
-    "image-multi-label": ("image", "multi-label"),
-    "image-regression": ("image", "regression"),
-    "audio-classification": ("audio", "classification"),
-    "audio-multi-label": ("audio", "multi-label"),
-    "audio-regression": ("audio", "regression"),
-    "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
-}
 
 
 def parse_task(task: str) -> tuple[str, str]:

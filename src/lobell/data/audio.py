@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lobell.data.splits import _raw_targets
-from lobell.data.tables import (media_files, missing_or_empty, read_media_folder, read_table,
+from lobell.data.tables import (missing_or_empty, read_media_folder, read_table,
                                 require_columns, resolve_paths, text_column)
 from lobell.errors import LobellError
 from lobell.problems.ctc import BLANK, UNKNOWN, WORD_DELIMITER, character_vocabulary  # noqa: F401 (re-exported)
@@ -73,11 +73,6 @@ def _read_table(path: Path, input_column: str, label_column: str | None, problem
         else:  # class names, label lists (multi-label) or numbers (regression), as for text and images
             raw = _raw_targets(frame, label_column, path, problem)
     return paths, raw, frame
-
-
-def audio_files(folder: Path) -> list[Path]:
-    """Audio files under `folder` (recursively, sorted), skipping hidden files and folders."""
-    return media_files(folder, AUDIO_EXTENSIONS)
 
 
 def audio_problem(path: str | Path) -> str | None:

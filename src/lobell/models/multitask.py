@@ -1,20 +1,19 @@
-"""Several heads on one backbone: the heads module, the weighted loss, per-task metrics and outputs.
+"""Several heads on one backbone: the text or image adapter with one head per task.
 
 The backbone's pooled features (what its output layer used to read) feed one head per task. The
 heads sit where the output layer was, inside the same text or image adapter, and return their
 logits side by side, one block per task (data/multitask.py's `TaskHeads` knows the layout). So the
 runner, freeze plans, checkpoints and save/load see one model whose head group holds every head.
+The heads module is models/heads.py's `MultiTaskHeads`; the weighted loss, per-task metrics and
+outputs are the multi-task problem (problems/multitask.py).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from lobell.config import Config
 from lobell.data.multitask import TaskHeads
 from lobell.errors import LobellError
-from lobell.models.heads import MultiTaskHeads, build_head  # noqa: F401 (MultiTaskHeads: re-exported)
+from lobell.models.heads import MultiTaskHeads  # noqa: F401 (re-exported: saved models' code imports it here)
 
 
 def head_section(cfg: Config, heads: TaskHeads) -> dict:

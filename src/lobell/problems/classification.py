@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn import metrics as skm
 
+from lobell.data.tables import LabelSpace, label_strings
+from lobell.errors import LobellError
 from lobell.problems.base import softmax
 
 
@@ -18,9 +20,27 @@ class Classification:
     allowed_losses = frozenset({"cross-entropy", "bce"})
     default_monitor = "accuracy"
 
+    stratify = True  # a held-out validation split keeps each class's share
+    min_classes = 2
+    conflicts_matter = True  # an input seen with two labels is worth a note
+
     @property
     def num_outputs(self) -> int:
         return len(self.labels)
+
+    # Targets: class names in the label column -> class ids.
+    @staticmethod
+    def read_targets(frame, column: str, path) -> list:
+        return label_strings(frame, column, path)
+
+    @staticmethod
+    def fit_labels(raw: list, path, column: str) -> list[str]:
+        if not raw:
+            raise LobellError(f"data file '{path}' column '{column}' holds no labels")
+        return LabelSpace.from_values(raw).names
+
+    def encode(self, raw: list, path, column: str, frame=None) -> np.ndarray:
+        return LabelSpace(self.labels).encode(raw, path, column, frame)
 
     def target_dtype(self) -> str:
         return "long"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lobell.data.tables import label_strings
 from lobell.transcripts import BLANK, UNKNOWN, WORD_DELIMITER, error_rates, greedy_transcripts, reference_transcripts
 
 
@@ -26,9 +27,25 @@ class CTC:
     allowed_losses = frozenset({"ctc"})
     default_monitor = "wer"
 
+    stratify = False
+    min_classes = 0
+    conflicts_matter = True
+
     @property
     def num_outputs(self) -> int:
         return len(self.labels)
+
+    # Targets: transcripts; the labels are the characters they use (the CTC vocabulary).
+    @staticmethod
+    def read_targets(frame, column: str, path) -> list:
+        return label_strings(frame, column, path)
+
+    @staticmethod
+    def fit_labels(raw: list, path, column: str) -> list[str]:
+        return character_vocabulary(raw)
+
+    def encode(self, raw: list, path, column: str, frame=None) -> np.ndarray:
+        return np.asarray(raw, dtype=object)  # the speech adapter turns them into ids
 
     def target_dtype(self) -> None:
         return None  # transcripts: the speech collator pads their ids itself

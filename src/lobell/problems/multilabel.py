@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as skm
 
+from lobell.data.tables import LabelSpace, row_name
+from lobell.errors import LobellError
 from lobell.problems.base import MULTI_LABEL_THRESHOLD, sigmoid
+
+_SEPARATORS = re.compile(r"\s*[|;,]\s*")
 
 
 @dataclass
@@ -18,9 +23,36 @@ class MultiLabel:
     allowed_losses = frozenset({"bce"})
     default_monitor = "accuracy"
 
+    stratify = False
+    min_classes = 0
+    conflicts_matter = True
+
     @property
     def num_outputs(self) -> int:
         return len(self.labels)
+
+    # Targets: label sets (`a|b`, `a;b`, `a,b` or a list) -> multi-hot rows.
+    @staticmethod
+    def read_targets(frame, column: str, path) -> list:
+        return [_split_labels(v) for v in frame[column].tolist()]
+
+    @staticmethod
+    def fit_labels(raw: list, path, column: str) -> list[str]:
+        values = [v for row in raw for v in row]
+        if not values:
+            raise LobellError(f"data file '{path}' column '{column}' holds no labels")
+        return LabelSpace.from_values(values).names
+
+    def encode(self, raw: list, path, column: str, frame=None) -> np.ndarray:
+        space, known = LabelSpace(self.labels), set(self.labels)
+        bad = [row for row, names in enumerate(raw) if not known.issuperset(names)]
+        if bad:
+            unknown = [name for row in bad for name in raw[row] if name not in known]
+            raise space.unknown_error(unknown, path, column, row_name(path, bad[0], frame), len(bad))
+        hot = np.zeros((len(raw), len(self.labels)), dtype=np.float32)
+        for row, names in enumerate(raw):
+            hot[row, space.encode(names, path, column)] = 1.0
+        return hot
 
     def target_dtype(self) -> str:
         return "float"
@@ -59,3 +91,11 @@ class MultiLabel:
         for i, name in enumerate(self.labels):
             table[f"probability_{name}"] = probs[:, i]
         return table
+
+
+def _split_labels(value) -> list[str]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [part for part in _SEPARATORS.split(str(value).strip()) if part]

@@ -7,15 +7,18 @@ multi-label, regression), so this module adds only the packing and the weighting
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from typing import TYPE_CHECKING
+from lobell.problems.base import MULTI_LABEL_THRESHOLD
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from lobell.data.multitask import TaskHeads
-from lobell.problems.base import MULTI_LABEL_THRESHOLD
 
 
 class MultiTaskLoss:

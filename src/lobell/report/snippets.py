@@ -159,7 +159,7 @@ class TaskHeads(nn.Module):
 
 
 def _task_heads_code(spec: dict, owner: str, child: str) -> str:
-    """A multi-task model's heads (models/multitask.py's MultiTaskHeads): one Sequential per task, side by side."""
+    """A multi-task model's heads (models/heads.py's MultiTaskHeads): one Sequential per task, side by side."""
     layers = {task["name"]: ", ".join(_head_layers(task, spec["in_features"], task["outputs"])) for task in spec["tasks"]}
     heads = "".join(f"    {name!r}: nn.Sequential({body}),\n" for name, body in layers.items())
     return (f"{_TASK_HEADS_CLASS}# lobell's heads, where the pre-trained classifier was:\n"

@@ -158,7 +158,7 @@ def _start_stage(run: Run, index: int, stage: Stage, progress: Progress, first_e
 
 def _run_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int) -> bool:
     """Train one epoch, evaluate, record, checkpoint; True when every rank stops early together."""
-    cfg, accelerator, state = run.cfg, run.accelerator, progress.state
+    accelerator, state = run.accelerator, progress.state
     stats = _train_one_epoch(run, current, progress, epoch)
     for key in state.timing:  # samples and tokens: this process's share x processes
         scale = accelerator.num_processes if key in ("samples", "tokens") else 1

@@ -1,0 +1,21 @@
+"""The task registry's names: task -> (modality, problem). Plain data, so the config (and
+`lobell --help`, `lobell validate`) can check a task name without importing torch.
+
+tasks.py maps each modality name to its spec (modalities/) and problems/ each problem name to its
+class. A new task family is one module plus one line here (docs/development.md).
+"""
+
+from __future__ import annotations
+
+TASKS: dict[str, tuple[str, str]] = {
+    "text-classification": ("text", "classification"),
+    "text-multi-label": ("text", "multi-label"),
+    "text-regression": ("text", "regression"),
+    "image-classification": ("image", "classification"),
+    "image-multi-label": ("image", "multi-label"),
+    "image-regression": ("image", "regression"),
+    "audio-classification": ("audio", "classification"),
+    "audio-multi-label": ("audio", "multi-label"),
+    "audio-regression": ("audio", "regression"),
+    "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
+}
