@@ -18,6 +18,8 @@ from lobell.config_sections import (  # noqa: F401 (every section stays importab
     LossConfig, MixupConfig, OptimizerConfig, STRATEGIES, SchedulerConfig, SpeedConfig, StrategyConfig, TASKS,
     TaskHeadConfig, _Section)
 from lobell.errors import LobellError, nearest
+from lobell.registry import METRICS as PROBLEM_METRICS
+from lobell.registry import TASKS as REGISTRY
 
 
 class Config(_Section):
@@ -121,18 +123,18 @@ class Config(_Section):
     def _check_monitor(self) -> Config:
         if self.tasks is not None:  # checked by _check_tasks
             return self
-        # The default, accuracy, stands for rmse in regression and wer in speech recognition (the
-        # runner's _monitor): saved configs hold it.
-        problem = self.task.partition("-")[2]
+        # The default, accuracy, stands for the problem's own metric where it has no accuracy (rmse for
+        # regression, wer for ctc: resolve.py); saved configs hold it.
+        problem = REGISTRY[self.task][1]
         monitor, known = self.early_stopping.monitor, METRICS[problem]
-        if monitor not in known and not (problem in ("regression", "recognition") and monitor == "accuracy"):
+        if monitor not in known and not (monitor == "accuracy" and "accuracy" not in known):
             raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric of {self.task}; use one of "
                              f"{', '.join(known)}{nearest(monitor, known)}")
         return self
 
     @model_validator(mode="after")
     def _check_image_keys(self) -> Config:
-        modality, _, problem = self.task.partition("-")
+        modality, problem = REGISTRY[self.task]
         mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
         if modality != "image":
             image_only = {"model_weights": self.model_weights is not None, "augment": self.augment != "light",
@@ -173,10 +175,8 @@ class Config(_Section):
 
 # The metrics each problem reports (lobell.evaluate.compute_metrics) besides the validation loss:
 # the names early_stopping.monitor may take.
-METRICS = {"classification": ("accuracy", "f1_macro", "loss"),
-           "multi-label": ("accuracy", "f1_micro", "f1_macro", "loss"),
-           "regression": ("rmse", "mae", "r2", "pearson", "loss"),
-           "recognition": ("wer", "cer", "loss")}  # speech-recognition: word/character error rates
+METRICS = PROBLEM_METRICS  # the names registry.py gives each problem's metrics
+
 
 # Sections that accept a bare name as shorthand: `strategy: gradual` == `strategy: {name: gradual}`.
 _SHORTHAND = ("strategy", "optimizer", "scheduler", "loss")

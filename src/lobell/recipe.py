@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lobell.config import Config, with_overrides
+from lobell.registry import TASKS
 
 # Training-set sizes where the strategy changes: below SMALL, too little data to move millions of
 # pre-trained weights without over-fitting; up to MEDIUM, unfreeze gradually from the top.
@@ -48,9 +49,7 @@ class Choice:
 
 
 def profile_of(cfg: Config, splits, adapter) -> Profile:
-    modality, _, problem = cfg.task.partition("-")
-    problem = {"classification": "classification", "multi-label": "multi-label", "recognition": "ctc"}.get(
-        problem, "regression")
+    modality, problem = TASKS[cfg.task]
     problem = "multi-task" if cfg.tasks is not None else problem
     params = sum(p.numel() for p in adapter.model.parameters())
     family = "encoder" if modality in ("text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower() else "cnn")

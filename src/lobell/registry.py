@@ -19,3 +19,11 @@ TASKS: dict[str, tuple[str, str]] = {
     "audio-regression": ("audio", "regression"),
     "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
 }
+
+# problem -> the metrics its `metrics()` returns (plus the loss): what early_stopping.monitor may name.
+METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1_macro", "loss"),
+    "multi-label": ("accuracy", "f1_micro", "f1_macro", "loss"),
+    "regression": ("rmse", "mae", "r2", "pearson", "loss"),
+    "ctc": ("wer", "cer", "loss"),  # speech recognition: word/character error rates
+}

@@ -71,3 +71,16 @@ def test_multi_task_scores_each_task_and_owns_its_loss():
     assert metrics["topic/accuracy"] == 1.0 and metrics["score/mae"] == pytest.approx(0.5)
     assert float(problem.loss()(*map(__import__("torch").from_numpy, (logits, targets)))) > 0
     assert list(problem.table(logits)["topic/prediction"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize("problem", _all_problems()[:4], ids=lambda p: p.name)
+def test_registry_metric_names_are_what_each_problem_returns(problem):
+    """config checks early_stopping.monitor against registry.METRICS without importing the problems."""
+    from lobell.registry import METRICS
+
+    logits = {"ctc": np.zeros((2, 4, 6), dtype=np.float32), "regression": np.array([[0.5], [1.0]])}.get(
+        problem.name, np.array([[1.0, 0.0], [0.0, 1.0]]))
+    targets = {"classification": np.array([0, 1]), "multi-label": np.array([[1.0, 0.0], [0.0, 1.0]]),
+               "regression": np.array([0.0, 1.0]), "ctc": np.array(["a", "ab"], dtype=object)}[problem.name]
+    assert set(problem.metrics(logits, targets)) | {"loss"} == set(METRICS[problem.name])
+    assert set(METRICS) == set(PROBLEMS)

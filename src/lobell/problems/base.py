@@ -32,9 +32,23 @@ class Problem(Protocol):
     default_loss: str  # loss.name=auto means this
     allowed_losses: frozenset[str]
     default_monitor: str  # what early stopping watches when early_stopping.monitor is left at its default
+    hf_problem_type: str | None  # transformers' config.problem_type, or None
+    stratify: bool  # a held-out validation split keeps each label's share
+    min_classes: int  # distinct labels training needs (classification: 2)
 
     @property
     def num_outputs(self) -> int: ...
+
+    @staticmethod
+    def read_targets(frame, column: str, path) -> list:
+        """The label column's values as this problem reads them (one clear error for a bad row)."""
+
+    @staticmethod
+    def fit_labels(raw: list, path, column: str) -> Any:
+        """The labels the training targets define (class names, a vocabulary), or None."""
+
+    def encode(self, raw: list, path, column: str, frame=None) -> np.ndarray:
+        """Raw targets -> what the model trains on (class ids, multi-hot rows, values)."""
 
     def target_dtype(self) -> str | None:
         """numpy kind the collators give the model: 'long', 'float', or None (variable-length, e.g. transcripts)."""

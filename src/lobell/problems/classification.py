@@ -19,6 +19,7 @@ class Classification:
     default_loss = "cross-entropy"
     allowed_losses = frozenset({"cross-entropy", "bce"})
     default_monitor = "accuracy"
+    hf_problem_type = "single_label_classification"  # transformers' config.problem_type: what plain transformers code sees
 
     stratify = True  # a held-out validation split keeps each class's share
     min_classes = 2

@@ -26,6 +26,7 @@ class CTC:
     default_loss = "ctc"
     allowed_losses = frozenset({"ctc"})
     default_monitor = "wer"
+    hf_problem_type = None  # transformers' config.problem_type: what plain transformers code sees
 
     stratify = False
     min_classes = 0

@@ -22,6 +22,7 @@ class MultiLabel:
     default_loss = "bce"
     allowed_losses = frozenset({"bce"})
     default_monitor = "accuracy"
+    hf_problem_type = "multi_label_classification"  # transformers' config.problem_type: what plain transformers code sees
 
     stratify = False
     min_classes = 0

@@ -122,6 +122,8 @@ class MultiTask:
     default_loss = "multi-task"  # each task's own loss by its kind, weighted
     allowed_losses = frozenset({"cross-entropy", "bce", "mse", "huber", "multi-task"})  # loss.name is not read
     default_monitor = "accuracy"  # config validation already requires a `<task>/<metric>` monitor
+    hf_problem_type = None  # no single problem: each block has its own
+    stratify, min_classes, conflicts_matter = False, 0, True
 
     def __init__(self, labels: TaskHeads):
         self.labels = labels
@@ -129,6 +131,19 @@ class MultiTask:
     @property
     def num_outputs(self) -> int:
         return self.labels.logit_width
+
+    # Targets: each task's column is read and encoded by its own problem, then packed side by side
+    # into one row (data/multitask.py, which knows the tasks' columns).
+    @staticmethod
+    def read_targets(frame, column: str, path) -> list:
+        raise NotImplementedError("multi-task targets are read per task (data/multitask.py)")
+
+    @staticmethod
+    def fit_labels(raw: list, path, column: str):
+        raise NotImplementedError("multi-task labels are fitted per task (data/multitask.py)")
+
+    def encode(self, raw: list, path, column: str, frame=None) -> np.ndarray:
+        raise NotImplementedError("multi-task targets are encoded per task (data/multitask.py)")
 
     def target_dtype(self) -> str:
         return "float"

@@ -20,6 +20,7 @@ class Regression:
     default_loss = "mse"
     allowed_losses = frozenset({"mse", "huber"})
     default_monitor = "rmse"
+    hf_problem_type = "regression"  # transformers' config.problem_type: what plain transformers code sees
 
     stratify = False
     min_classes = 0

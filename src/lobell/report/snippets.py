@@ -24,6 +24,9 @@ def loading_snippet(run: RunFiles) -> str:
     return text_snippet(model_dir, run.problem)
 
 
+RAW_READ_OUT = "print(logits[0].tolist())  # the raw outputs (a problem without its own read-out line here)"
+
+
 def text_snippet(model_dir: Path, problem: str) -> str:
     """Plain transformers; a model with a `head:` section rebuilds lobell's new head before loading the weights."""
     config_path = model_dir / "config.json"
@@ -45,7 +48,7 @@ def text_snippet(model_dir: Path, problem: str) -> str:
         "classification": "print(model.config.id2label[int(logits.argmax())])",
         "multi-label": "print([model.config.id2label[i] for i, p in enumerate(logits.sigmoid()[0]) if p >= 0.5])",
         "regression": "print(float(logits[0, 0]))",
-    }[problem] if not (spec and "tasks" in spec) else task_read_out(spec)
+    }.get(problem, RAW_READ_OUT) if not (spec and "tasks" in spec) else task_read_out(spec)
     return f"""With plain transformers (no lobell needed):
 
 ```python
@@ -76,7 +79,7 @@ def image_snippet(model_dir: Path, problem: str) -> str:
     imports = "import timm\nimport torch" if timm else "import torch\nimport torchvision"
     read_out = {"classification": f"labels = {labels!r}\nprint(labels[int(logits.argmax())])",
                 "multi-label": f"labels = {labels!r}\nprint([l for l, p in zip(labels, logits.sigmoid()[0]) if p >= 0.5])",
-                "regression": "print(float(logits[0, 0]))"}[problem]
+                "regression": "print(float(logits[0, 0]))"}.get(problem, RAW_READ_OUT)
     if "tasks" in (config.get("head") or {}):  # a multi-task model: each task's block of the logits
         read_out = task_read_out(config["head"])
     return f"""With plain {config.get('library', 'torchvision')} and safetensors (no lobell needed):

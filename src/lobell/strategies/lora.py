@@ -17,6 +17,7 @@ from torch import nn
 
 from lobell.config import LoraConfig
 from lobell.errors import LobellError
+from lobell.registry import TASKS
 from lobell.strategies.layer_map import LayerGroup, LayerMap
 
 # Group 0 of a LoRA layer map: the pre-trained weights, frozen for the whole run (plans.build_plan).
@@ -186,7 +187,7 @@ def load_unmerged(model_dir: Path, modality: str):
     from lobell.models.text import TextAdapter
 
     info = json.loads((Path(model_dir) / "lobell.json").read_text())
-    problem = info["task"].partition("-")[2]
+    problem = TASKS[info["task"]][1]
     labels = info.get("labels")
     spec = info.get("head")
     head = {k: spec[k] for k in ("hidden", "dropout", "batch_norm", "activation")} if spec else None
