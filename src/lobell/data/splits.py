@@ -94,7 +94,7 @@ def _check_trainable(train: Split, labels: list[str] | None, problem: str, notes
     if len(train) < MIN_TRAIN_EXAMPLES:
         raise LobellError(f"only {len(train)} training example(s) from '{train.source}' after the splits: training "
                           f"needs at least {MIN_TRAIN_EXAMPLES}; add data or raise data.max_train_samples")
-    if not PROBLEMS[problem].min_classes:  # only classes can go missing
+    if not getattr(PROBLEMS.get(problem), "min_classes", 0):  # only classes can go missing (not multi-task)
         return
     absent = [labels[i] for i in sorted(set(range(len(labels))) - set(np.unique(train.targets).tolist()))]
     if len(labels) - len(absent) < 2:
