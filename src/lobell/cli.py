@@ -86,8 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", required=True, help="comma-separated, e.g. feature-extraction,gradual,full")
     p.add_argument("--seeds", type=int, default=1, help="runs per strategy, seeds seed..seed+N-1 (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only each run's results and the comparison")
-    p = command("serve", _serve, "serve a finished run's model over HTTP: POST /predict (batched), /info, /health, "
-                "and a page at / to try it")
+    _serve_arguments(command("serve", _serve, "serve a finished run's model over HTTP: POST /predict (batched), "
+                             "/info, /health, and a page at / to try it"))
+    return parser
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    """`lobell serve`'s options (docs/serve.md)."""
     p.add_argument("run_dir", type=Path)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
@@ -100,7 +105,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 dynamic quantization of Linear layers; its accuracy change on the run's validation "
                         "examples is printed at start-up")
-    return parser
 
 
 def _split_items(items: list[str]) -> tuple[str | None, list[str]]:
@@ -121,8 +125,6 @@ def _config(args):
 
 
 def _train(args) -> int:
-    from lobell.train.runner import train
-
     if args.processes and args.processes > 1:
         from lobell.launch import launch
 
@@ -137,9 +139,14 @@ def _train(args) -> int:
         if not config_path.is_file():
             raise LobellError(f"run folder '{args.resume}' has no config.yaml: it is not a lobell run folder")
         cfg = load_config(config_path, [f"output_dir={args.resume}"])
+        from lobell.training.runner import train
+
         train(cfg, quiet=args.quiet, resume=True)
         return 0
-    train(_config(args), quiet=args.quiet)
+    cfg = _config(args)
+    from lobell.training.runner import train
+
+    train(cfg, quiet=args.quiet)
     return 0
 
 
@@ -154,34 +161,37 @@ def _relaunch_args(args) -> list[str]:
 
 
 def _validate(args) -> int:
+    cfg = _config(args)  # config errors answer before torch is imported
     from lobell.validate import validate_run_config
 
-    cfg = _config(args)
     for line in validate_run_config(cfg):
         print(line)
     return 0
 
 
 def _lr_find(args) -> int:
-    from lobell.train.lr_find import find_lr
+    cfg = _config(args)
+    from lobell.training.lr_find import find_lr
 
-    finding, path = find_lr(_config(args), steps=args.steps, output=args.plot)
+    finding, path = find_lr(cfg, steps=args.steps, output=args.plot)
     print(f"suggested optimizer.lr={finding.suggestion:.2e} ({finding.rule}); swept {finding.lrs[0]:.1e}.."
           f"{finding.lrs[-1]:.1e} over {len(finding.lrs)} steps; plot: {path}")
     return 0
 
 
 def _recipe(args) -> int:
+    cfg = _config(args)  # config errors answer before torch is imported
     from lobell.validate import describe_recipe
 
-    print(describe_recipe(_config(args)))
+    print(describe_recipe(cfg))
     return 0
 
 
 def _layers(args) -> int:
+    cfg = _config(args)  # config errors answer before torch is imported
     from lobell.validate import describe_layers
 
-    print(describe_layers(_config(args)))
+    print(describe_layers(cfg))
     return 0
 
 

@@ -56,13 +56,11 @@ class ServedModel:
         return self.records(self.predictor.logits(inputs))
 
     def records(self, logits: np.ndarray) -> list[dict]:
-        from lobell.evaluate import probabilities
-
-        rows = [{key: json_safe(value) for key, value in row.items()}
-                for row in self.predictor.table(logits).to_dict("records")]
+        task = self.predictor.task  # the run's problem (lobell.problems): `lobell predict`'s table, its probabilities
+        rows = [{key: json_safe(value) for key, value in row.items()} for row in task.table(logits).to_dict("records")]
         if self.predictor.cfg.tasks is None and self.problem in ("classification", "multi-label"):
             names = self.predictor.labels
-            for row, probs in zip(rows, probabilities(logits, self.problem)):
+            for row, probs in zip(rows, task.probabilities(logits)):
                 row["probabilities"] = {name: json_safe(float(p)) for name, p in zip(names, probs)}
         return rows
 
@@ -70,7 +68,7 @@ class ServedModel:
         """The numbers inference runs in: what `precision` resolves to here (as `lobell predict`), or int8."""
         if self.quantize:
             return "int8 (dynamic, Linear layers) with fp32 activations"
-        from lobell.train.runner import resolve_precision
+        from lobell.training.accelerator import resolve_precision
 
         resolved = resolve_precision(self.predictor.cfg.precision)
         return {"no": "fp32"}.get(resolved, resolved)
@@ -113,14 +111,11 @@ def measure_quantization(full: ServedModel, quantized: ServedModel) -> dict:
     inputs, targets, note = _validation_examples(full)
     if note:
         return {"examples": 0, "note": note}
-    from lobell.evaluate import compute_metrics
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference, changed = full.predictor.logits(inputs), quantized.predictor.logits(inputs)
-    labels, problem = full.predictor.labels, full.problem
-    before, after = compute_metrics(reference, targets, problem, labels), compute_metrics(changed, targets, problem,
-                                                                                          labels)
+    problem, metrics = full.problem, full.predictor.task.metrics
+    before, after = metrics(reference, targets), metrics(changed, targets)
     result = {"examples": len(inputs), "metrics": {name: {"full": float(before[name]), "int8": float(after[name]),
                                                          "change": float(after[name] - before[name])}
                                                   for name in before if name in after and name != "loss"}}
