@@ -65,7 +65,7 @@ def text_server(text_run):
         yield server
 
 
-def test_text_predictions_equallobell_predict(text_server, text_run, tmp_path):
+def test_text_predictions_equal_lobell_predict(text_server, text_run, tmp_path):
     cli = lobell_predict(text_run / "run", text_run / "test.csv", tmp_path)
     texts = cli["text"].tolist()
     info = httpx.get(f"{text_server.url}/info").json()
@@ -98,7 +98,7 @@ def image_server(image_run):
         yield server
 
 
-def test_image_predictions_equallobell_predict(image_run, image_server, tmp_path):
+def test_image_predictions_equal_lobell_predict(image_run, image_server, tmp_path):
     unseen = sorted((image_run / "unseen").rglob("*.png"))
     folder = tmp_path / "unlabelled"
     folder.mkdir()
