@@ -29,6 +29,7 @@ from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_s
 from lobell.train import checkpoint as ckpt
 from lobell.train import distill
 from lobell.train import faults
+from lobell.train import signals
 from lobell.train.feature_cache import build_feature_cache
 from lobell.train.logs import fmt, freeze_report, print_summary, timing_summary
 from lobell.train.losses import build_loss
@@ -43,10 +44,7 @@ class RunResult:
     metrics: dict  # {"before": ..., "validation": ..., "test": ..., "best_epoch": ..., "timing": ...}
 
 
-class Interrupted(LobellError):
-    """Ctrl-C: a checkpoint was written; the message says how to resume."""
-
-    exit_code = 130
+Interrupted = signals.Interrupted  # a stop signal (SIGTERM, SIGINT): checkpoint written, exit 143/130
 
 
 def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, adapter=None,
@@ -65,15 +63,19 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     set_seed(cfg.seed)
     reporter = Reporter(quiet, accelerator.is_main_process)
     lock = ckpt.RunLock(run_dir)
-    if accelerator.is_main_process:
-        lock.acquire()
-    try:
-        return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, loss_fn)
+    try:  # the lock is released on every way out: success, error, stop signal
+        if accelerator.is_main_process:
+            lock.acquire()
+        # SIGTERM/SIGINT (SIGUSR1 opted in): a checkpoint at the next optimizer step (train/signals.py).
+        with signals.StopSignals(cfg.checkpoint.on_sigusr1):
+            return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, loss_fn)
     finally:
-        tracking.finish(accelerator)
-        lock.release()
-        if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
+        try:
+            tracking.finish(accelerator)
+        finally:
+            lock.release()
+            if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
 
 
 def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, custom_loss) -> RunResult:
@@ -120,7 +122,10 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     stopper = EarlyStopping(monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
     state, best_state, resumed = ckpt.TrainState(), None, None
     if start is not None:
-        state, weights, *resumed = ckpt.load_checkpoint(start)
+        state, weights, *resumed = start.loaded  # the newest checkpoint that reads back (checkpoint.py)
+        for note in start.notes:
+            reporter.log(note)
+        start = start.folder
         adapter.model.load_state_dict(weights)
         best_state = ckpt.load_best(run_dir)
         stopper.load_state_dict(state.early_stopping)
@@ -133,6 +138,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
     model, first_epoch, started = adapter.model, 0, time.perf_counter()
     cached = None
+    signals.defer(True)  # from here a stop signal waits for the next optimizer step boundary
     for index, stage in enumerate(plan):
         first_epoch, last_epoch = first_epoch + 1, first_epoch + stage.epochs
         if state.epoch >= last_epoch or stopper.should_stop:
@@ -182,8 +188,11 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
 
             def after_step(step: int) -> None:
                 state.step_in_epoch, state.global_step = step, state.global_step + 1
-                if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
+                saved = bool(cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0)
+                if saved:
                     save()
+                signals.step_boundary(accelerator, save, f"epoch {epoch}, step {step}", _resume_command(
+                    run_dir, accelerator), saved=saved)
 
             try:
                 with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
@@ -191,7 +200,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                                         max_grad_norm=cfg.max_grad_norm, train_bn=cfg.strategy.train_bn,
                                         reporter=reporter, description=f"epoch {epoch}/{cfg.epochs}",
                                         first_step=state.step_in_epoch, grad_accum=cfg.grad_accum,
-                                        lr_log=state.lr_log, after_step=after_step)
+                                        lr_log=state.lr_log, after_step=after_step, carry=state.epoch_loss)
             except KeyboardInterrupt:
                 save()
                 raise Interrupted(f"interrupted at epoch {epoch}, step {state.step_in_epoch}; a checkpoint is in "
@@ -209,7 +218,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                 best_state = _cpu_state(accelerator, model)
                 if main:
                     ckpt.save_best(run_dir, best_state)
-            state.epoch, state.step_in_epoch = epoch, 0
+            state.epoch, state.step_in_epoch, state.epoch_loss = epoch, 0, [0.0, 0]
             state.stages_log[-1]["last_epoch"] = epoch
             state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, model)
             record = {"epoch": epoch, "stage": index, "train_loss": stats.loss, "validation": metrics,
@@ -221,6 +230,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                          f"{'  (best)' if improved else ''}")
             stop = _stop_together(accelerator, stopper.should_stop)
             save()
+            signals.step_boundary(accelerator, save, f"the end of epoch {epoch}", _resume_command(run_dir, accelerator),
+                                  saved=True)
             if stop:
                 reporter.log(f"early stopping: {monitor} has not improved for {stopper.patience} epoch(s); "
                              f"best was epoch {stopper.best_epoch}")
@@ -229,6 +240,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         if stopper.should_stop:
             break
 
+    signals.defer(False)  # the final phase: a stop signal stops at once; resuming redoes this part
     # 5. Best weights back, final metrics and predictions, model folder, timing.
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_state is not None:
@@ -360,17 +372,22 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
-def _starting_point(run_dir: Path, resume: bool) -> Path | None:
+def _starting_point(run_dir: Path, resume: bool) -> ckpt.Resumable | None:
     """The checkpoint to resume from, or None for a fresh run (refused where a run already is)."""
     latest = ckpt.latest_checkpoint(run_dir)
     if resume:
         if latest is None:
             raise LobellError(f"run folder '{run_dir}' has no checkpoint to resume from")
-        return latest
+        return ckpt.newest_readable(run_dir)  # a damaged newest checkpoint falls back to the one before
     if latest is not None or (run_dir / "model").exists():
         raise LobellError(f"run folder '{run_dir}' already holds a run; resume it with `lobell train --resume "
                           f"{run_dir}`, or set output_dir to a new folder")
     return None
+
+
+def _resume_command(run_dir: Path, accelerator: Accelerator) -> str:
+    processes = f" --processes {accelerator.num_processes}" if accelerator.num_processes > 1 else ""
+    return f"lobell train --resume {run_dir}{processes}"
 
 
 def _save_checkpoint(accelerator, cfg, run_dir, state, stopper, model, optimizer, scheduler) -> None:
