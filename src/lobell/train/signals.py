@@ -147,7 +147,7 @@ def step_boundary(accelerator, save, where: str, resume_command: str, saved: boo
     if (stop or checkpoint_now) and not saved:
         save()
     if stop:
-        raise Interrupted(f"interrupted by {signal_name(stop)} at {where}; a checkpoint of that step is written; "
+        raise Interrupted(f"interrupted by {signal_name(stop)} at {where}, where a checkpoint was written; "
                           f"resume with: {resume_command}", stop)
     if checkpoint_now and accelerator.is_main_process:
         print(f"lobell: {signal_name(CHECKPOINT_SIGNAL)}: checkpoint written at {where}; training goes on",
