@@ -24,6 +24,13 @@ def num_outputs(problem: str, labels: list[str] | None) -> int:
 
 def build_adapter(cfg: Config, modality: str, problem: str, labels: list[str] | None, weights: bool = True):
     """The backbone with its new head, its preprocessing and its layer map (`weights=False`: structure only)."""
+    from lobell.models.hub import pickles_refused
+
+    with pickles_refused(cfg.model):
+        return _build_adapter(cfg, modality, problem, labels, weights)
+
+
+def _build_adapter(cfg: Config, modality: str, problem: str, labels: list[str] | None, weights: bool):
     if cfg.tasks is not None:  # one head per task (docs/multi-task.md)
         from lobell.models.multitask import build_multitask_adapter
 
@@ -52,6 +59,14 @@ def build_adapter(cfg: Config, modality: str, problem: str, labels: list[str] | 
 
 
 def load_adapter(model_dir, modality: str):
+    """A saved model/ folder back as an adapter (predict, evaluate, a distillation teacher)."""
+    from lobell.models.hub import pickles_refused
+
+    with pickles_refused(str(model_dir)):
+        return _load_adapter(model_dir, modality)
+
+
+def _load_adapter(model_dir, modality: str):
     from pathlib import Path
 
     if (Path(model_dir) / "adapter_config.json").is_file():  # saved with lora.merge: false

@@ -123,8 +123,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     state, best_state, resumed = ckpt.TrainState(), None, None
     if start is not None:
         state, weights, *resumed = start.loaded  # the newest checkpoint that reads back (checkpoint.py)
-        for note in start.notes:
-            reporter.log(note)
+        for note in start.notes:  # shown even with --quiet: the run repeats some steps
+            reporter.warn(note)
         start = start.folder
         adapter.model.load_state_dict(weights)
         best_state = ckpt.load_best(run_dir)
