@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lobell.errors import LobellError
-from lobell.run_dir import atomic_write_dir
+from lobell.run_dir import atomic_write_dir, disk_errors
 
 CHECKPOINTS = "checkpoints"
 BEST = "best.safetensors"
@@ -178,9 +178,13 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        with disk_errors(self.path):  # a full disk: one sentence, not a traceback
+            self._acquire()
+
+    def _acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, locked = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), False
             try:
                 if not _try_flock(fd):
                     raise self._in_use()
@@ -189,10 +193,13 @@ class RunLock:
                     continue
                 if self._foreign(self._owner()):
                     raise self._in_use()
+                locked = True
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "flock": True}).encode(),
                           0)
             except BaseException:
+                if locked:  # ours, but not written (a full disk): leave nothing behind
+                    self.path.unlink(missing_ok=True)
                 os.close(fd)
                 raise
             self._fd, self.held = fd, True
