@@ -48,7 +48,7 @@ def test_outside_the_loop_a_signal_stops_at_once_with_143():
 def test_inside_the_loop_a_signal_waits_for_the_step_and_a_second_one_changes_nothing(capsys):
     saved = []
     with StopSignals():
-        signals.defer(True)
+        signals.enter_loop("lobell train --resume r")
         signal.raise_signal(signal.SIGINT)
         signal.raise_signal(signal.SIGTERM)  # while "writing the checkpoint": noted, not acted on
         with pytest.raises(Interrupted) as stopped:
@@ -59,10 +59,25 @@ def test_inside_the_loop_a_signal_waits_for_the_step_and_a_second_one_changes_no
     assert "SIGTERM again: still writing the checkpoint" in capsys.readouterr().err
 
 
+def test_a_signal_during_the_last_evaluation_stops_when_the_loop_ends():
+    with StopSignals():
+        signals.enter_loop("lobell train --resume r")
+        signal.raise_signal(signal.SIGTERM)  # no step boundary follows
+        with pytest.raises(Interrupted) as stopped:
+            signals.leave_loop(None)
+        assert "after training, before the model folder was written" in str(stopped.value)
+    with StopSignals():
+        signals.enter_loop("lobell train --resume r")
+        signals.leave_loop(None)  # nothing pending: the final phase begins
+        with pytest.raises(Interrupted, match="resume with: lobell train --resume r") as stopped:
+            signal.raise_signal(signal.SIGINT)  # the final phase: at once
+        assert stopped.value.exit_code == 130
+
+
 def test_sigusr1_checkpoints_and_goes_on(capsys):
     saved = []
     with StopSignals(checkpoint_on_usr1=True):
-        signals.defer(True)
+        signals.enter_loop("lobell train --resume r")
         signal.raise_signal(signal.SIGUSR1)
 
         class Main:

@@ -138,7 +138,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
     model, first_epoch, started = adapter.model, 0, time.perf_counter()
     cached = None
-    signals.defer(True)  # from here a stop signal waits for the next optimizer step boundary
+    signals.enter_loop(_resume_command(run_dir, accelerator))  # a stop signal now waits for the next step
     for index, stage in enumerate(plan):
         first_epoch, last_epoch = first_epoch + 1, first_epoch + stage.epochs
         if state.epoch >= last_epoch or stopper.should_stop:
@@ -240,7 +240,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         if stopper.should_stop:
             break
 
-    signals.defer(False)  # the final phase: a stop signal stops at once; resuming redoes this part
+    signals.leave_loop(accelerator)  # the final phase: a stop signal stops at once; resuming redoes it
     # 5. Best weights back, final metrics and predictions, model folder, timing.
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if best_state is not None:

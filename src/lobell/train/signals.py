@@ -66,6 +66,7 @@ class StopSignals:
         self.requested: int | None = None  # the first stop signal received
         self.checkpoint_requested = False  # SIGUSR1: checkpoint and go on
         self.deferred = False  # inside the training loop: act at the next step, not at once
+        self.resume_command: str | None = None  # known once training starts
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -98,10 +99,16 @@ class StopSignals:
             return
         self.requested = signum
         if not self.deferred:  # setup or the final phase: nothing new to save, stop now
-            raise Interrupted(f"interrupted by {signal_name(signum)} before training started or after it ended",
-                              signum)
+            raise self._at_once(signum)
         print(f"lobell: {signal_name(signum)} received: writing a checkpoint at the next step, then stopping",
               file=sys.stderr, flush=True)
+
+    def _at_once(self, signum: int) -> Interrupted:
+        if self.resume_command is None:
+            return Interrupted(f"interrupted by {signal_name(signum)} before training started", signum)
+        return Interrupted(f"interrupted by {signal_name(signum)} after training, before the model folder was "
+                           f"written; the last epoch's checkpoint holds the run; resume with: {self.resume_command}",
+                           signum)
 
     def poll(self, accelerator) -> tuple[int | None, bool]:
         """(stop signal or None, checkpoint now?) agreed by every process; call it at a step boundary."""
@@ -122,10 +129,22 @@ class StopSignals:
 _ACTIVE: list[StopSignals] = []  # the runs in progress in this process, innermost last
 
 
-def defer(inside_loop: bool) -> None:
-    """Entering (True) or leaving (False) the training loop, where a stop waits for the next step."""
+def enter_loop(resume_command: str) -> None:
+    """From here until `leave_loop` a stop signal waits for the next optimizer step boundary."""
     if _ACTIVE:
-        _ACTIVE[-1].deferred = inside_loop
+        _ACTIVE[-1].deferred, _ACTIVE[-1].resume_command = True, resume_command
+
+
+def leave_loop(accelerator) -> None:
+    """The training loop is over: a request that found no step boundary (it came during the last
+    evaluation of a run with nothing left to train) stops here, on every process together."""
+    if not _ACTIVE:
+        return
+    stops = _ACTIVE[-1]
+    stop, _ = stops.poll(accelerator)
+    stops.deferred = False
+    if stop:
+        raise stops._at_once(stop)
 
 
 def step_boundary(accelerator, save, where: str, resume_command: str, saved: bool = False) -> None:
