@@ -15,11 +15,13 @@ INTEGERS = ["epochs", "seed", "grad_accum", "log_every", "checkpoint.keep", "che
             "early_stopping.patience", "data.max_train_samples", "eval_batch_size"]
 POSITIVE = ["optimizer.lr", "epochs", "grad_accum", "batch_size", "checkpoint.keep", "log_every"]
 CHOICES = ["precision", "task", "augment", "tracking", "strategy", "optimizer", "scheduler", "loss.class_weights"]
+WRONG_TYPES = ["three", "[1, 2]", "{a: 1}", "1.5", "nan", "inf", "1e999", "∞"]
 JUNK = ["three", "[1, 2]", "{a: 1}", "true", "null", "''", "1.5.2", "∞", "0x", "- 1", "~", "[", "{", "'open", '"',
         "!!python/object/apply:os.system ['touch /tmp/x']", "&anchor", "*alias", "%", "@", "`", "1e999", "nan", "-inf"]
 
 
-ODD_KEYS = ["épochs", "ep ochs", "EPOCHS", "epochs;", "optimizer/lr", "optimizer-lr"]  # whitespace around a key is stripped: valid
+# (Whitespace around a key is stripped, so "epochs =3" is valid and not among them.)
+ODD_KEYS = ["épochs", "ep ochs", "EPOCHS", "epochs;", "optimizer/lr", "optimizer-lr"]
 
 
 def _word(rng: random.Random, alphabet: str = string.ascii_lowercase + "_") -> str:
@@ -35,7 +37,7 @@ def invalid_override(rng: random.Random) -> str:
     if kind == "unknown nested key":
         return f"{rng.choice(SECTIONS)}.{_word(rng)}q={rng.choice(JUNK + ['3'])}"
     if kind == "wrong type":
-        return f"{rng.choice(INTEGERS)}={rng.choice(['three', '[1, 2]', '{a: 1}', '1.5', 'nan', 'inf', '1e999', '∞'])}"
+        return f"{rng.choice(INTEGERS)}={rng.choice(WRONG_TYPES)}"
     if kind == "out of range":
         return f"{rng.choice(POSITIVE)}={rng.choice(['0', '-1', '-0.5', '-1e-5', str(-rng.randint(1, 10**9))])}"
     if kind == "bad choice":

@@ -230,8 +230,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                          f"{'  (best)' if improved else ''}")
             stop = _stop_together(accelerator, stopper.should_stop)
             save()
-            signals.step_boundary(accelerator, save, f"the end of epoch {epoch}", _resume_command(run_dir, accelerator),
-                                  saved=True)
+            signals.step_boundary(accelerator, save, f"the end of epoch {epoch}",
+                                  _resume_command(run_dir, accelerator), saved=True)
             if stop:
                 reporter.log(f"early stopping: {monitor} has not improved for {stopper.patience} epoch(s); "
                              f"best was epoch {stopper.best_epoch}")
