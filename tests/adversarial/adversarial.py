@@ -98,6 +98,27 @@ def wait_until(condition, proc: subprocess.Popen, timeout: float = DEADLINE_S, p
     raise AssertionError(f"no event within {timeout} s (pid {proc.pid} still running)")
 
 
+def freeze_mid_write(proc: subprocess.Popen, run: Path, tries: int = 100) -> bool:
+    """Stop `proc` (SIGSTOP) while a checkpoint's temporary folder exists: a kill then cuts that write.
+    A write that finished before the stop took hold is let go (SIGCONT) and the next one is tried."""
+    for _ in range(tries):
+        if not wait_until(lambda: writing_checkpoint(run), proc, poll_s=0.0005):
+            return False
+        proc.send_signal(signal.SIGSTOP)
+        wait_until(lambda: _stopped(proc.pid), proc, timeout=60, poll_s=0.001)
+        if writing_checkpoint(run):
+            return True
+        proc.send_signal(signal.SIGCONT)
+    return False
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): trust the signal
+
+
 def random_pause(rng: random.Random, most_s: float = 0.03) -> None:
     """A seeded random offset after an observed event: the kill lands anywhere in the next few steps."""
     time.sleep(rng.uniform(0, most_s))
