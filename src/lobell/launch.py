@@ -34,10 +34,10 @@ def launch(processes: int, lobell_args: list[str]) -> int:
 
     The launcher runs in its own process group, so a terminal's Ctrl-C reaches this process alone
     and is forwarded to the launcher, which forwards it to every worker (torchrun does); each worker
-    then checkpoints at the same step (train/signals.py). SIGUSR1 is ignored here and in the launcher
+    then checkpoints at the same step (training/signals.py). SIGUSR1 is ignored here and in the launcher
     (it would end them); the workers handle it where `checkpoint.on_sigusr1` is on: send it to them.
     """
-    from lobell.train.signals import keeps_sigint_ignored
+    from lobell.training.signals import keeps_sigint_ignored
 
     env = {**os.environ, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
                                                                            SHUTDOWN_TIMEOUT_S)}

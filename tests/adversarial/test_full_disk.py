@@ -77,7 +77,7 @@ def test_full_disk_simulated_while_writing_the_model(tiny_bert, small_files, tmp
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, failing if Path(path).name == "model" else fill)
 
-    monkeypatch.setattr(importlib.import_module("lobell.train.runner"), "atomic_write_dir", full)
+    monkeypatch.setattr(importlib.import_module("lobell.training.runner"), "atomic_write_dir", full)
     message = user_error(capsys, "train", "--quiet", "--resume", str(run))
     assert message.startswith(f"error: the disk is full: writing '{run / 'model'}'")
     after = _snapshot(run)

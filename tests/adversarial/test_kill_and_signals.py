@@ -16,7 +16,7 @@ from adversarial import (DEADLINE_S, EPOCHS, STEPS_PER_EPOCH, assert_same_run, c
                          random_pause, run_cli, run_overrides, spawn, wait_until, write_data, writing_checkpoint)
 
 from lobell.cli import main
-from lobell.train import checkpoint as ckpt
+from lobell.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH

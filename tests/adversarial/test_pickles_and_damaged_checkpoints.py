@@ -15,7 +15,7 @@ from adversarial import comparable
 from test_bad_input import quick_run, small_files, user_error  # noqa: F401
 
 from lobell.cli import main
-from lobell.train import checkpoint as ckpt
+from lobell.training import checkpoint as ckpt
 
 
 class Payload:

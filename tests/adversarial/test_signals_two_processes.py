@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from adversarial import assert_same_run, checkpoint_steps, run_cli, run_overrides, spawn, wait_until, write_data
 
-from lobell.train import checkpoint as ckpt
+from lobell.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 
