@@ -38,6 +38,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(text_overrides,
     common = [o for o in text_overrides if not o.startswith("output_dir")] + [
         "epochs=3", "checkpoint.every_steps=4", "early_stopping.patience=null"]
     if multitask:  # a classification and a regression head on the same data, packed targets
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "problems"))  # found when run alone too
         from test_multitask import TEXT_TASKS, _scored_rows
 
         for name, n, seed in [("train", 400, 1), ("validation", 80, 2), ("test", 80, 3)]:
