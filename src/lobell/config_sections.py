@@ -206,3 +206,6 @@ class CheckpointConfig(_Section):
     # Every epoch always checkpoints; also every N optimizer steps when set (long epochs).
     every_steps: int | None = Field(None, ge=1)
     keep: int = Field(2, ge=1)  # the newest N step checkpoints stay, plus the best weights
+    # SIGUSR1 (e.g. SLURM's --signal=USR1@120): a checkpoint at the next step, and training goes on.
+    # Off by default, since without a handler SIGUSR1 ends a process, which is what other tools expect.
+    on_sigusr1: bool = False

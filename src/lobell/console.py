@@ -25,6 +25,11 @@ class Reporter:
         if not self.quiet:
             self.console.print(message, markup=False)
 
+    def warn(self, message: str) -> None:
+        """Something the user must know even with --quiet (a damaged checkpoint skipped): to stderr."""
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
+
     def result(self, message: str) -> None:
         """A line that belongs to the run's outcome: printed even with --quiet."""
         if self.is_main:

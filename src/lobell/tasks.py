@@ -41,24 +41,34 @@ def num_outputs(problem: str, labels: list[str] | None) -> int:
 
 
 def build_adapter(cfg: Config, modality_name: str, problem: str, labels, weights: bool = True):
-    """The backbone with its new head, its preprocessing and its layer map (`weights=False`: structure only)."""
-    if cfg.tasks is not None:  # one head per task (docs/multi-task.md)
-        from lobell.models.multitask import build_multitask_adapter
+    """The backbone with its new head, its preprocessing and its layer map (`weights=False`: structure only).
+    A pickled weights file that would run code is refused in one sentence (models/hub.py)."""
+    from lobell.models.hub import pickles_refused
 
-        return build_multitask_adapter(cfg, modality_name, labels, weights)
-    return modality(modality_name).build_adapter(cfg, problem, labels, weights)
+    with pickles_refused(cfg.model):
+        if cfg.tasks is not None:  # one head per task (docs/multi-task.md)
+            from lobell.models.multitask import build_multitask_adapter
+
+            return build_multitask_adapter(cfg, modality_name, labels, weights)
+        return modality(modality_name).build_adapter(cfg, problem, labels, weights)
 
 
 def load_adapter(model_dir, modality_name: str):
+    """A saved model/ folder back as an adapter (predict, evaluate, a distillation teacher); a pickle
+    that would run code is refused in one sentence."""
     from pathlib import Path
+
+    from lobell.models.hub import pickles_refused
 
     if (Path(model_dir) / "adapter_config.json").is_file():  # saved with lora.merge: false
         from lobell.strategies.lora import load_unmerged
 
-        return load_unmerged(model_dir, modality_name)
+        with pickles_refused(str(model_dir)):
+            return load_unmerged(model_dir, modality_name)
     if modality_name not in MODALITIES:
         raise LobellError(f"run folder model '{model_dir}' has unknown modality '{modality_name}'")
-    return MODALITIES[modality_name].load_adapter(model_dir)
+    with pickles_refused(str(model_dir)):
+        return MODALITIES[modality_name].load_adapter(model_dir)
 
 
 def build_dataset(cfg: Config, adapter, split: Split, max_length: int | None = None, reporter=None):

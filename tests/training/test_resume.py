@@ -22,6 +22,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lobell.cli", *args]
 
 
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _final(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     metrics.pop("timing")
@@ -33,6 +38,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(text_overrides,
     common = [o for o in text_overrides if not o.startswith("output_dir")] + [
         "epochs=3", "checkpoint.every_steps=4", "early_stopping.patience=null"]
     if multitask:  # a classification and a regression head on the same data, packed targets
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "problems"))  # found when run alone too
         from test_multitask import TEXT_TASKS, _scored_rows
 
         for name, n, seed in [("train", 400, 1), ("validation", 80, 2), ("test", 80, 3)]:
@@ -44,7 +50,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(text_overrides,
 
     run = tmp_path / "killed"
     proc = subprocess.Popen(_cli("train", "--quiet", *common, f"output_dir={run}"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=_default_signals)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         latest = latest_checkpoint(run)
@@ -107,10 +113,13 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(text_overrides, tmp_p
     run = tmp_path / "run"
     common = [o for o in text_overrides if not o.startswith("output_dir")] + [f"output_dir={run}", "epochs=30",
                                                                                "early_stopping.patience=null"]
-    proc = subprocess.Popen(_cli("train", *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and latest_checkpoint(run) is None:
+    # SIGINT at its default in the child whatever pytest inherited (a background job starts with it ignored).
+    proc = subprocess.Popen(_cli("train", *common), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
+    deadline = time.time() + 240
+    while time.time() < deadline and latest_checkpoint(run) is None and proc.poll() is None:
         time.sleep(0.05)
+    assert latest_checkpoint(run) is not None, "no checkpoint appeared"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -6,6 +6,7 @@ fault and how to fix it: rows count like a spreadsheet (the header is row 1), JS
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from dataclasses import dataclass
@@ -33,10 +34,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if kind == "parquet":
         frame = _read_parquet(path)
     else:
-        text = _decode(path, _read_bytes(path))
+        raw = _read_bytes(path)
+        _check_nul(path, raw)
+        text = _decode(path, raw)
         if not text.strip():
             raise LobellError(f"data file '{path}' is empty (only whitespace); it needs a header and rows")
         frame = _read_json_records(path, text) if kind == "jsonl" else _read_delimited(path, text, kind)
+    duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if duplicated:
+        raise LobellError(f"data file '{path}' has more than one column named {duplicated[0]!r}; rename or drop "
+                          f"the extra one(s) so that each column name is unique")
     if len(frame) == 0:
         columns = ", ".join(str(c) for c in frame.columns)
         raise LobellError(f"data file '{path}' has a header ({columns}) but no rows; add examples below it"
@@ -70,6 +77,16 @@ def _read_bytes(path: Path) -> bytes:
         raise LobellError(f"data file '{path}' cannot be read: {exc.strerror or exc}") from None
 
 
+def _check_nul(path: Path, raw: bytes) -> None:
+    """A NUL byte never belongs in a text table: the file is binary, UTF-16, or was cut by a crash."""
+    at = raw.find(b"\0")
+    if at >= 0:
+        line = raw.count(b"\n", 0, at) + 1
+        raise LobellError(f"data file '{path}' holds a NUL byte (0x00) at offset {at} (line {line}): it is not a "
+                          f"UTF-8 text table (binary, UTF-16, or damaged); re-save it as UTF-8 text or remove "
+                          f"that byte")
+
+
 def _decode(path: Path, raw: bytes) -> str:
     """UTF-8 text (a leading byte-order mark dropped); a bad byte is named by offset and line."""
     try:
@@ -84,6 +101,12 @@ def _decode(path: Path, raw: bytes) -> str:
 def _read_delimited(path: Path, text: str, kind: str) -> pd.DataFrame:
     separator = _SEPARATORS[kind]
     _check_separator(path, text.split("\n", 1)[0], separator)
+    header = next(csv.reader(io.StringIO(text), delimiter=separator), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # pandas would rename the second 'label' to 'label.1' and go on with the first one
+        raise LobellError(f"data file '{path}' has more than one column named {repeated[0]!r} (header: "
+                          f"{_printable(separator.join(header))[:200]}); rename or drop the extra one(s) so that "
+                          f"each column name is unique")
     try:
         return pd.read_csv(io.StringIO(text), sep=separator)
     except pd.errors.EmptyDataError:
@@ -126,7 +149,10 @@ def _read_json_records(path: Path, text: str) -> pd.DataFrame:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append(json.loads(line, object_pairs_hook=_unique_keys))
+            except _RepeatedKey as exc:
+                raise LobellError(f"data file '{path}' line {number} has the key {exc.args[0]!r} more than once; "
+                                  f"each key must appear once per line") from None
             except json.JSONDecodeError as exc:
                 raise LobellError(f"data file '{path}' line {number} is not valid JSON ({exc.msg} at column "
                                   f"{exc.colno}); each line must be one object, e.g. "
@@ -139,6 +165,27 @@ def _read_json_records(path: Path, text: str) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     frame.attrs["line_numbers"] = lines
     return frame
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _RepeatedKey(key)
+    return dict(pairs)
+
+
+def _wrong_kind(values: pd.Series, path: str | Path, column: str, frame: pd.DataFrame, what: str) -> None:
+    """Values that are not text or numbers (bytes, lists, objects from parquet or JSON): named by row."""
+    for index, value in enumerate(values.tolist()):
+        if isinstance(value, (bytes, bytearray, list, tuple, dict, set, np.ndarray)):
+            kind = {bytes: "bytes", bytearray: "bytes", dict: "an object"}.get(type(value), "a list")
+            raise LobellError(f"data file '{path}' column '{column}' holds {kind} at {row_name(path, index, frame)}, "
+                              f"not {what}; store plain text or numbers in it")
 
 
 def _json_kind(value) -> str:
@@ -189,6 +236,8 @@ def require_columns(frame: pd.DataFrame, columns: dict[str, str], path: str | Pa
 def text_column(frame: pd.DataFrame, column: str, path: str | Path) -> list[str]:
     """The column's values as strings (numbers too); an empty or missing value is an error."""
     values = frame[column]
+    if values.dtype == object:
+        _wrong_kind(values, path, column, frame, "text")
     missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
     if missing.any():
         first = int(np.flatnonzero(missing)[0])
@@ -224,7 +273,10 @@ class LabelSpace:
 
 
 def label_strings(frame: pd.DataFrame, column: str, path: str | Path) -> list[str]:
+    """Class names as text: 1, 1.0 and "1" are one class (a JSON file may mix numbers and strings)."""
     values = frame[column]
+    if values.dtype == object:
+        _wrong_kind(values, path, column, frame, "a class name")
     missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
     if missing.any():
         first = int(np.flatnonzero(missing)[0])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lobell.errors import LobellError
@@ -100,6 +102,23 @@ def find_weights(library: str, arch: str, name: str, weights: str | None) -> Pat
         raise LobellError(f"model '{name}': its pre-trained weights are not cached here and could not be downloaded "
                           f"({reason}); download {source} where there is a network and set model_weights to that "
                           f"file{hint}, or set model_weights=random to train from scratch") from None
+
+
+@contextmanager
+def pickles_refused(source: str) -> Iterator[None]:
+    """Loading `source` (a model folder or name): a pickled weights file that `torch.load(weights_only=True)`
+    refuses (it would call code or build objects other than tensors) becomes one sentence; it never runs."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        found = f" ({lines[0].rstrip('.')})" if lines else ""
+        raise LobellError(f"model '{source}' holds a pickled weights file (pytorch_model.bin, .pt, .pth) that does "
+                          f"more than store tensors{found}; lobell loads pickles only with weights_only=True and "
+                          f"never runs their code: use a safetensors copy of the model from a source you trust"
+                          ) from None
 
 
 def read_state_dict(path: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lobell.report.choices import recipe_profile, recipe_rows, stage_rows
 from lobell.report.run_files import RunFiles
 
 TOP_LOSSES = 12  # validation examples shown in "where it fails"
+MATRIX_CLASSES = 50  # beyond this many classes the confusion matrix shows the most frequent ones
 
 
 @dataclass
@@ -85,15 +87,28 @@ def _classification(run: RunFiles) -> Section:
     truth = [str(row.get("target")) for row in run.predictions]
     predicted = [str(row.get("prediction")) for row in run.predictions]
     labels += sorted(set(truth + predicted) - set(labels))  # a label the model lacks is shown, not dropped
-    matrix = confusion_matrix(truth, predicted, labels=labels)
     report = classification_report(truth, predicted, labels=labels, output_dict=True, zero_division=0)
-    png = plots.confusion(matrix, labels)
-    counts = html.table(["true \\ predicted", *labels], ([label, *map(int, row)] for label, row in zip(labels, matrix)),
-                        ident="confusion-matrix")
+    shown, note = _matrix_classes(labels, truth)
+    matrix = confusion_matrix(truth, predicted, labels=shown)
+    png = plots.confusion(matrix, shown)
+    counts = note + html.table(["true \\ predicted", *shown], ([label, *map(int, row)] for label, row in
+                                                              zip(shown, matrix)), ident="confusion-matrix")
     per_class = html.table(["label", "precision", "recall", "f1", "support"],
                            ([label, report[label]["precision"], report[label]["recall"], report[label]["f1-score"],
                              int(report[label]["support"])] for label in labels), ident="per-class")
     return Section(html.image(png, "confusion matrix") + counts + per_class, {"report_confusion.png": png})
+
+
+def _matrix_classes(labels: list[str], truth: list[str]) -> tuple[list[str], str]:
+    """The classes the confusion matrix shows: all up to MATRIX_CLASSES, else the most frequent in validation
+    (10,000 classes would be a 10,000 x 10,000 matrix: 800 MB and minutes of plotting, unreadable anyway)."""
+    if len(labels) <= MATRIX_CLASSES:
+        return labels, ""
+    frequency = Counter(truth)
+    shown = sorted(labels, key=lambda label: -frequency[label])[:MATRIX_CLASSES]
+    shown = [label for label in labels if label in set(shown)]
+    return shown, html.paragraph(f"{len(labels)} classes: the confusion matrix shows the {MATRIX_CLASSES} most "
+                                 f"frequent in validation; the per-class scores below cover all", "note")
 
 
 def _recognition(run: RunFiles) -> Section:

@@ -62,7 +62,7 @@ class Run:
     plan: list[Stage]
     resolved: Resolved
     stopper: EarlyStopping
-    start: Path | None  # the checkpoint to resume from
+    start: ckpt.Resumable | None  # the checkpoint to resume from, read back whole
 
     @property
     def main(self) -> bool:
@@ -144,13 +144,15 @@ def load_resume(run: Run, state: ckpt.TrainState) -> tuple[ckpt.TrainState, dict
     """(state, best weights, what the first resumed stage restores) from the run's checkpoint, if any."""
     if run.start is None:
         return state, None, None
-    state, weights, optimizer, scheduler, rng = ckpt.load_checkpoint(run.start)
+    state, weights, optimizer, scheduler, rng = run.start.loaded  # the newest checkpoint that reads back
+    for note in run.start.notes:  # shown even with --quiet: the run repeats some steps
+        run.reporter.warn(note)
     run.adapter.model.load_state_dict(weights)
     best_state = ckpt.load_best(run.run_dir)
     run.stopper.load_state_dict(state.early_stopping)
     if run.main:
         trim_metrics(run.run_dir, state.epoch)
-    run.reporter.log(f"resuming {run.run_dir} from {run.start.name}: epoch {state.epoch + 1}, step "
+    run.reporter.log(f"resuming {run.run_dir} from {run.start.folder.name}: epoch {state.epoch + 1}, step "
                      f"{state.step_in_epoch}")
     return state, best_state, Resume(optimizer, scheduler, rng)
 
@@ -217,13 +219,13 @@ def ddp_handlers(cfg: Config) -> list:
     return [DistributedDataParallelKwargs(find_unused_parameters=True)]
 
 
-def starting_point(run_dir: Path, resume: bool) -> Path | None:
+def starting_point(run_dir: Path, resume: bool) -> ckpt.Resumable | None:
     """The checkpoint to resume from, or None for a fresh run (refused where a run already is)."""
     latest = ckpt.latest_checkpoint(run_dir)
     if resume:
         if latest is None:
             raise LobellError(f"run folder '{run_dir}' has no checkpoint to resume from")
-        return latest
+        return ckpt.newest_readable(run_dir)  # a damaged newest checkpoint falls back to the one before
     if latest is not None or (run_dir / "model").exists():
         raise LobellError(f"run folder '{run_dir}' already holds a run; resume it with `lobell train --resume "
                           f"{run_dir}`, or set output_dir to a new folder")

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lobell.errors import LobellError
-from lobell.run_dir import atomic_write_dir
+from lobell.run_dir import atomic_write_dir, disk_errors
 
 CHECKPOINTS = "checkpoints"
 BEST = "best.safetensors"
@@ -40,6 +40,7 @@ class TrainState:
     lr_log: list = field(default_factory=list)
     timing: dict = field(default_factory=lambda: {"seconds": 0.0, "data_seconds": 0.0, "samples": 0, "tokens": 0})
     finished: bool = False
+    epoch_loss: list = field(default_factory=lambda: [0.0, 0])  # the current epoch's [loss sum, samples]
 
 
 def save_checkpoint(run_dir: Path, state: TrainState, model_state: dict, optimizer, scheduler,
@@ -69,7 +70,13 @@ def save_best(run_dir: Path, model_state: dict) -> None:
 
 def load_best(run_dir: Path) -> dict | None:
     path = run_dir / CHECKPOINTS / "best" / BEST
-    return load_file(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return load_file(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged file, whatever the safetensors error
+        raise LobellError(f"'{path}' (the best weights so far) cannot be read back ({' '.join(str(exc).split())}); "
+                          f"the run cannot be resumed: start it again in a new output_dir") from None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -77,9 +84,49 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+@dataclass
+class Resumable:
+    """The checkpoint a resumed run starts from, what `load_checkpoint` read, and the damaged ones skipped."""
+
+    folder: Path
+    loaded: tuple
+    notes: list[str]
+
+
+def newest_readable(run_dir: Path) -> Resumable:
+    """The newest checkpoint that reads back whole; damaged newer ones are skipped, and the notes say so.
+
+    A checkpoint is written atomically, so damage means something outside lobell (a disk fault, a
+    copy cut short, a hand edit). The folder before it is a complete, older state of the same run:
+    resuming from it repeats a few steps and ends the same way.
+
+    Raises:
+        LobellError: when no checkpoint reads back, naming each and why.
+    """
+    notes, failures = [], []
+    for folder in reversed(_complete(run_dir)):
+        try:
+            loaded = load_checkpoint(folder)
+        except Exception as exc:  # noqa: BLE001 - truncated, junk or unpicklable: all mean "damaged"
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            failures.append(f"{folder.name} ({reason})")
+            continue
+        notes += [f"checkpoint {failure} is damaged and was skipped; resuming from {folder.name}, the newest "
+                  f"one that reads back" for failure in failures]
+        return Resumable(folder, loaded, notes)
+    raise LobellError(f"run folder '{run_dir}': no checkpoint can be read back: {'; '.join(failures)}; the run "
+                      f"cannot be resumed: start it again in a new output_dir")
+
+
 def load_checkpoint(folder: Path) -> tuple[TrainState, dict, dict, dict, list]:
-    """(state, model weights, optimizer state, scheduler state, RNG states) of a checkpoint."""
-    state = TrainState(**json.loads((folder / "state.json").read_text()))
+    """(state, model weights, optimizer state, scheduler state, RNG states) of a checkpoint.
+
+    Nothing here unpickles arbitrary objects: tensors come from safetensors or
+    `torch.load(weights_only=True)`, which refuses a pickle that would run code."""
+    fields = json.loads((folder / "state.json").read_text())
+    if not isinstance(fields, dict):
+        raise ValueError("state.json does not hold an object")
+    state = TrainState(**fields)
     model_state = load_file(folder / "model.safetensors")
     optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
     scheduler = torch.load(folder / "scheduler.pt", weights_only=True)
@@ -117,49 +164,106 @@ def set_rng_state(state: dict) -> None:
 
 
 class RunLock:
-    """One run per folder: a lock file naming the owner; a dead owner's lock is taken over."""
+    """One run per folder: `.lock` names its owner (pid, host) and is held with `flock` while the run lives.
+
+    The kernel drops an flock when its process dies, however it dies (SIGKILL included), so a lock
+    on this host that nobody holds is stale and is taken over, even where the pid was reused. A lock
+    file naming a live process without flock (another program, an older lobell) is refused, and so
+    is another machine's.
+    """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / ".lock"
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
+        with disk_errors(self.path):  # a full disk: one sentence, not a traceback
+            self._acquire()
+
+    def _acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(3):
+            fd, locked = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), False
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _alive(owner):
-                    raise LobellError(f"run folder '{self.path.parent}' is in use by another lobell process "
-                                      f"(pid {owner['pid']} on {owner['host']}); wait for it or choose another "
-                                      f"output_dir") from None
-                self.path.unlink(missing_ok=True)  # the owner died: its lock is stale
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
-            self.held = True
+                if not _try_flock(fd):
+                    raise self._in_use()
+                if not _same_file(fd, self.path):  # its owner released (unlinked) it meanwhile: open it anew
+                    os.close(fd)
+                    continue
+                if self._foreign(self._owner()):
+                    raise self._in_use()
+                locked = True
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "flock": True}).encode(),
+                          0)
+            except BaseException:
+                if locked:  # ours, but not written (a full disk): leave nothing behind
+                    self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise
+            self._fd, self.held = fd, True
             return
-        raise LobellError(f"could not lock run folder '{self.path.parent}'")
+        raise LobellError(f"could not lock run folder '{self.path.parent}': other processes keep taking it")
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if not self.held:
+            return
+        self.held = False
+        try:
+            self.path.unlink(missing_ok=True)  # unlinked while still held: no other run can slip in between
+        finally:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    @staticmethod
+    def _foreign(owner: dict | None) -> bool:
+        """A lock nobody flock-holds that still counts: another machine's (its flock may not reach here),
+        or one written without flock (another program, an older lobell) by a process that lives."""
+        if owner is None or owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            return False
+        if owner.get("host") != socket.gethostname():
+            return True
+        return not owner.get("flock") and _alive(owner)
+
+    def _in_use(self) -> LobellError:
+        owner = self._owner() or {}
+        who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
+        return LobellError(f"run folder '{self.path.parent}' is in use by another lobell process ({who}); wait "
+                           f"for it or choose another output_dir (if that process is gone, delete "
+                           f"'{self.path}')")
 
     def _owner(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
+            owner = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
+        return owner if isinstance(owner, dict) else None
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the pid check alone decides
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _alive(owner: dict) -> bool:
-    if owner.get("host") != socket.gethostname():
-        return True  # another machine's process: assume it is running
     try:
         os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, ValueError, KeyError, TypeError):
         return False
     except PermissionError:
         return True

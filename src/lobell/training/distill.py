@@ -187,11 +187,12 @@ def _outputs(loaded: _Loaded, model, split, accelerator, reporter, description: 
 
 
 def _transformers_teacher(source: str, student: Config) -> _Loaded:
-    from lobell.models.hub import resolve_pretrained
+    from lobell.models.hub import pickles_refused, resolve_pretrained
     from lobell.models.text import TextAdapter
 
     try:
-        adapter = TextAdapter.load(resolve_pretrained(source))
+        with pickles_refused(source):
+            adapter = TextAdapter.load(resolve_pretrained(source))
     except (OSError, ValueError, KeyError, LobellError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LobellError(f"distill.teacher='{source}' is not a lobell run folder, model/ folder or loadable text "

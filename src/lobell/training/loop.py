@@ -31,17 +31,20 @@ class EpochStats:
 def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
                 *, max_grad_norm: float | None, train_bn: bool, reporter: Reporter, description: str,
                 first_step: int = 0, grad_accum: int = 1, lr_log: list | None = None,
-                after_step: Callable[[int], None] | None = None) -> EpochStats:
+                after_step: Callable[[int], None] | None = None, carry: list | None = None) -> EpochStats:
     """Run one pass over `loader`; the optimizer and schedule step every `grad_accum` batches.
 
     `first_step` counts batches already done this epoch (a resumed run's loader skips them);
     `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself.
+    `carry` is the epoch's [loss sum, samples] so far, kept up to date here: a checkpoint holds it, so
+    an epoch resumed mid-way reports the same train loss and sample count as one never interrupted.
     """
     model.train()
     if not train_bn:
         freeze_batch_norm(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    total_loss, samples, tokens, data_time = 0.0, 0, 0, 0.0
+    carry = carry if carry is not None else [0.0, 0]
+    (total_loss, samples), tokens, data_time = carry, 0, 0.0
     last = first_step + len(loader)
     start = tick = time.perf_counter()
     with reporter.progress(description, last) as bar:
@@ -68,6 +71,7 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
             samples += len(batch["targets"])
             if "input_ids" in batch and "attention_mask" in batch:  # text; an audio mask counts samples
                 tokens += int(batch["attention_mask"].sum())
+            carry[:] = [total_loss, samples]
             bar.advance(1, status=f"loss {loss.item():.4f}")
             if sync and after_step is not None:
                 after_step(step)

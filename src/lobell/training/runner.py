@@ -22,13 +22,12 @@ from lobell import tracking
 from lobell.config import Config
 from lobell.console import Reporter
 from lobell.data.splits import Splits
-from lobell.errors import LobellError
 from lobell.evaluate import write_predictions
 from lobell.report import write_run_documents
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json
 from lobell.strategies.plans import Stage, apply_stage, param_groups
 from lobell.training import checkpoint as ckpt
-from lobell.training import distill, faults
+from lobell.training import distill, faults, signals
 from lobell.training.accelerator import make_accelerator, resolve_precision  # noqa: F401 (re-exported)
 from lobell.training.build import Resume, Run, build_run, ddp_handlers, load_resume, run_metrics
 from lobell.training.logs import fmt, freeze_report, print_summary, timing_summary
@@ -42,10 +41,7 @@ class RunResult:
     metrics: dict  # {"before": ..., "validation": ..., "test": ..., "best_epoch": ..., "timing": ...}
 
 
-class Interrupted(LobellError):
-    """Ctrl-C: a checkpoint was written; the message says how to resume."""
-
-    exit_code = 130
+Interrupted = signals.Interrupted  # a stop signal (SIGTERM, SIGINT): checkpoint written, exit 143/130
 
 
 @dataclass
@@ -76,21 +72,27 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     set_seed(cfg.seed)
     reporter = Reporter(quiet, accelerator.is_main_process)
     lock = ckpt.RunLock(run_dir)
-    if accelerator.is_main_process:
-        lock.acquire()
-    try:
-        run = build_run(cfg, accelerator, reporter, run_dir, splits=splits, adapter=adapter, plan=plan,
-                        resume=resume, loss_fn=loss_fn)
-        progress = Progress(*load_resume(run, ckpt.TrainState()), model=run.adapter.model)
-        for index, stage in enumerate(run.plan):
-            if run_stage(run, index, stage, progress):
-                break
-        return finish_run(run, progress)
+    try:  # the lock is released on every way out: success, error, stop signal
+        if accelerator.is_main_process:
+            lock.acquire()
+        # SIGTERM/SIGINT (SIGUSR1 opted in): a checkpoint at the next optimizer step (training/signals.py).
+        with signals.StopSignals(cfg.checkpoint.on_sigusr1):
+            run = build_run(cfg, accelerator, reporter, run_dir, splits=splits, adapter=adapter, plan=plan,
+                            resume=resume, loss_fn=loss_fn)
+            progress = Progress(*load_resume(run, ckpt.TrainState()), model=run.adapter.model)
+            signals.enter_loop(_resume_command(run_dir, accelerator))  # a stop signal now waits for the next step
+            for index, stage in enumerate(run.plan):
+                if run_stage(run, index, stage, progress):
+                    break
+            signals.leave_loop(accelerator)  # the final phase: a stop signal stops at once; resuming redoes it
+            return finish_run(run, progress)
     finally:
-        tracking.finish(accelerator)
-        lock.release()
-        if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
+        try:
+            tracking.finish(accelerator)
+        finally:
+            lock.release()
+            if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
 
 
 @dataclass
@@ -173,7 +175,7 @@ def _run_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int) -> 
         progress.best_state = _cpu_state(accelerator, current.model)
         if run.main:
             ckpt.save_best(run.run_dir, progress.best_state)
-    state.epoch, state.step_in_epoch = epoch, 0
+    state.epoch, state.step_in_epoch, state.epoch_loss = epoch, 0, [0.0, 0]
     state.stages_log[-1]["last_epoch"] = epoch
     state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, current.model)
     record = {"epoch": epoch, "stage": current.index, "train_loss": stats.loss, "validation": metrics,
@@ -185,6 +187,8 @@ def _run_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int) -> 
                      f"{'  (best)' if improved else ''}")
     stop = _stop_together(accelerator, run.stopper.should_stop)
     _save(run, current, progress)
+    signals.step_boundary(accelerator, lambda: _save(run, current, progress), f"the end of epoch {epoch}",
+                          _resume_command(run.run_dir, accelerator), saved=True)
     if stop:
         run.reporter.log(f"early stopping: {run.resolved.monitor} has not improved for {run.stopper.patience} "
                          f"epoch(s); best was epoch {run.stopper.best_epoch}")
@@ -204,8 +208,11 @@ def _train_one_epoch(run: Run, current: _StageRun, progress: Progress, epoch: in
 
     def after_step(step: int) -> None:
         state.step_in_epoch, state.global_step = step, state.global_step + 1
-        if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
+        saved = bool(cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0)
+        if saved:
             _save(run, current, progress)
+        signals.step_boundary(accelerator, lambda: _save(run, current, progress), f"epoch {epoch}, step {step}",
+                              _resume_command(run.run_dir, accelerator), saved=saved)
 
     try:
         with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
@@ -213,11 +220,17 @@ def _train_one_epoch(run: Run, current: _StageRun, progress: Progress, epoch: in
                                current.scheduler, current.train_loss, max_grad_norm=cfg.max_grad_norm,
                                train_bn=cfg.strategy.train_bn, reporter=run.reporter,
                                description=f"epoch {epoch}/{cfg.epochs}", first_step=state.step_in_epoch,
-                               grad_accum=cfg.grad_accum, lr_log=state.lr_log, after_step=after_step)
+                               grad_accum=cfg.grad_accum, lr_log=state.lr_log, after_step=after_step,
+                               carry=state.epoch_loss)
     except KeyboardInterrupt:
         _save(run, current, progress)
         raise Interrupted(f"interrupted at epoch {epoch}, step {state.step_in_epoch}; a checkpoint is in "
                           f"{run.run_dir / ckpt.CHECKPOINTS}; resume with: lobell train --resume {run.run_dir}") from None
+
+
+def _resume_command(run_dir: Path, accelerator: Accelerator) -> str:
+    processes = f" --processes {accelerator.num_processes}" if accelerator.num_processes > 1 else ""
+    return f"lobell train --resume {run_dir}{processes}"
 
 
 def _save(run: Run, current: _StageRun, progress: Progress) -> None:
