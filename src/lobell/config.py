@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lobell.errors import LobellError, nearest
+from lobell.train.budget import parse_duration
 
 TASKS = (
     "text-classification",
@@ -85,11 +86,22 @@ class DataConfig(_Section):
 
 class OptimizerConfig(_Section):
     name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
-    # The head's LR; pre-trained groups get lr x their group scale (see strategy).
-    lr: float = Field(5e-5, gt=0, lt=10)
+    # The head's LR; pre-trained groups get lr x their group scale (see strategy). `auto`: a
+    # few-dozen-step LR probe on the first stage picks it (docs/recipe.md; model left as it was).
+    lr: Annotated[float, Field(gt=0, lt=10)] | Literal["auto"] = 5e-5
     weight_decay: float = Field(0.01, ge=0)  # BERT's value; never applied to biases and norms
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop only
     nesterov: bool = False  # sgd only
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() != "auto":
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expects a number such as 3e-5, or auto (a short LR probe picks it)") from None
+        return value.strip() if isinstance(value, str) else value
 
 
 class SchedulerConfig(_Section):
@@ -266,6 +278,15 @@ class Config(_Section):
     tracking: Literal["none", "tensorboard", "mlflow"] = "none"
     lora: LoraConfig = LoraConfig()  # used by strategy=lora only
     distill: DistillConfig | None = None  # None: no teacher; a section trains this model as a student
+    # The whole run's wall time (90 = seconds, 30s, 10m, 2h; stored as seconds): epochs fit to it
+    # from a few timed steps, and the run stops in time with its best model (docs/recipe.md).
+    # Epochs stay a ceiling. None: no limit.
+    time_budget: float | None = None
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _parse_time_budget(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -23,5 +24,6 @@ def launch_command(processes: int, lobell_args: list[str]) -> list[str]:
             "-m", "lobell.cli", *lobell_args]
 
 
-def launch(processes: int, lobell_args: list[str]) -> int:
-    return subprocess.call(launch_command(processes, lobell_args))
+def launch(processes: int, lobell_args: list[str], env: dict[str, str] | None = None) -> int:
+    """Run the launched processes to the end; `env` adds variables to theirs."""
+    return subprocess.call(launch_command(processes, lobell_args), env={**os.environ, **(env or {})})

@@ -40,6 +40,7 @@ class TrainState:
     lr_log: list = field(default_factory=list)
     timing: dict = field(default_factory=lambda: {"seconds": 0.0, "data_seconds": 0.0, "samples": 0, "tokens": 0})
     finished: bool = False
+    budget: dict = field(default_factory=dict)  # time_budget: time spent, plan, measured costs (train/budget.py)
 
 
 def save_checkpoint(run_dir: Path, state: TrainState, model_state: dict, optimizer, scheduler,

@@ -31,11 +31,12 @@ class EpochStats:
 def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
                 *, max_grad_norm: float | None, train_bn: bool, reporter: Reporter, description: str,
                 first_step: int = 0, grad_accum: int = 1, lr_log: list | None = None,
-                after_step: Callable[[int], None] | None = None) -> EpochStats:
+                after_step: Callable[[int], bool | None] | None = None) -> EpochStats:
     """Run one pass over `loader`; the optimizer and schedule step every `grad_accum` batches.
 
     `first_step` counts batches already done this epoch (a resumed run's loader skips them);
-    `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself.
+    `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself;
+    when it returns True the epoch ends there (time_budget: out of time).
     """
     model.train()
     if not train_bn:
@@ -69,8 +70,8 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
             if "input_ids" in batch and "attention_mask" in batch:  # text; an audio mask counts samples
                 tokens += int(batch["attention_mask"].sum())
             bar.advance(1, status=f"loss {loss.item():.4f}")
-            if sync and after_step is not None:
-                after_step(step)
+            if sync and after_step is not None and after_step(step):
+                break
             tick = time.perf_counter()
     seconds = time.perf_counter() - start
     return EpochStats(total_loss / max(samples, 1), samples, tokens, seconds, data_time, group_lrs(optimizer))

@@ -26,6 +26,7 @@ from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json, at
 from lobell.strategies.lora import apply_lora
 from lobell.strategies.plans import Stage, apply_stage, build_plan, param_groups
 from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
+from lobell.train import autotune
 from lobell.train import checkpoint as ckpt
 from lobell.train import distill
 from lobell.train import faults
@@ -50,14 +51,17 @@ class Interrupted(LobellError):
 
 
 def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, adapter=None,
-          plan: list[Stage] | None = None, resume: bool = False, loss_fn=None) -> RunResult:
+          plan: list[Stage] | None = None, resume: bool = False, loss_fn=None,
+          started_at: float | None = None) -> RunResult:
     """Fine-tune `cfg.model` on `cfg.data` and leave a run folder; see the README for its contents.
 
     The Python API passes in-memory `splits`, its already-built `adapter` and, after
     `freeze_backbone()`/`freeze_to()`, an explicit single-stage `plan`; the CLI passes none.
     `resume=True` continues the run in `cfg.output_dir` from its newest checkpoint; `loss_fn`
-    (logits, targets) -> scalar replaces the configured loss.
+    (logits, targets) -> scalar replaces the configured loss. `started_at` (time.time()) is when
+    the command started, where `time_budget` counts from (default: now).
     """
+    started_at = started_at or time.time()
     # 1. Accelerator, seed, and the run folder (locked: one run per folder).
     run_dir = Path(cfg.resolved_output_dir())
     accelerator = make_accelerator(cfg.precision, **tracking.accelerator_kwargs(cfg.tracking, run_dir),
@@ -68,7 +72,7 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
     if accelerator.is_main_process:
         lock.acquire()
     try:
-        return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, loss_fn)
+        return _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, loss_fn, started_at)
     finally:
         tracking.finish(accelerator)
         lock.release()
@@ -76,7 +80,7 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
             run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
 
 
-def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, custom_loss) -> RunResult:
+def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, custom_loss, started_at) -> RunResult:
     main = accelerator.is_main_process
     start = _starting_point(run_dir, resume)
 
@@ -127,8 +131,11 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
         if main:
             _trim_metrics(run_dir, state.epoch)
         reporter.log(f"resuming {run_dir} from {start.name}: epoch {state.epoch + 1}, step {state.step_in_epoch}")
-    evaluate = _evaluator(accelerator, adapter, problem, loss_fn, reporter, splits.labels,
-                          cfg.eval_batch_size or 2 * cfg.batch_size)
+    # optimizer.lr: auto -> a short LR probe; time_budget -> the epochs that fit, and a clock (autotune.py).
+    cfg, plan, budget = autotune.before_training(cfg, accelerator, adapter, loaders, prepared, plan, loss_fn, reporter,
+                                                 run_dir, started_at, state.budget if start is not None else None)
+    evaluate = autotune.timed(_evaluator(accelerator, adapter, problem, loss_fn, reporter, splits.labels,
+                                         cfg.eval_batch_size or 2 * cfg.batch_size), budget)
 
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
     model, first_epoch, started = adapter.model, 0, time.perf_counter()
@@ -168,6 +175,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             resumed = None
 
         def save(model=model, optimizer=optimizer, scheduler=scheduler) -> None:
+            state.budget = budget.state_dict() if budget else {}
             _save_checkpoint(accelerator, cfg, run_dir, state, stopper, model, optimizer, scheduler)
 
         for epoch in range(max(first_epoch, state.epoch + 1), last_epoch + 1):
@@ -180,10 +188,11 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             if hasattr(train_sampler, "set_epoch"):
                 train_sampler.set_epoch(epoch)
 
-            def after_step(step: int) -> None:
+            def after_step(step: int) -> bool:
                 state.step_in_epoch, state.global_step = step, state.global_step + 1
                 if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
                     save()
+                return autotune.stop_on_time(accelerator, budget, state.global_step)  # True: the epoch ends here
 
             try:
                 with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
@@ -213,7 +222,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             state.stages_log[-1]["last_epoch"] = epoch
             state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, model)
             record = {"epoch": epoch, "stage": index, "train_loss": stats.loss, "validation": metrics,
-                      "lrs": stats.lrs, "seconds": stats.seconds}
+                      "lrs": stats.lrs, "seconds": stats.seconds,
+                      **({"stopped_on_time": True} if autotune.stopped(budget) else {})}
             if main:
                 append_jsonl(run_dir / "metrics.jsonl", record)
             tracking.log_epoch(accelerator, record)
@@ -225,8 +235,12 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                 reporter.log(f"early stopping: {monitor} has not improved for {stopper.patience} epoch(s); "
                              f"best was epoch {stopper.best_epoch}")
                 break
+            if autotune.stopped(budget):
+                reporter.log(f"time_budget: stopped in epoch {epoch} after {state.global_step} steps, leaving time "
+                             f"for the final evaluation; best was epoch {stopper.best_epoch}")
+                break
         first_epoch = last_epoch
-        if stopper.should_stop:
+        if stopper.should_stop or autotune.stopped(budget):
             break
 
     # 5. Best weights back, final metrics and predictions, model folder, timing.
@@ -245,6 +259,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             results[name] = _metrics(logits, targets, problem, loss_fn, splits.labels)
             outputs[name] = (logits, targets)
     results["timing"] = timing_summary(state.timing, time.perf_counter() - started, features.summary())
+    results.update(autotune.finish(run_dir, budget, main))  # what the budget bought (also in recipe.json)
     if teacher is not None:  # student vs teacher: scores, parameters, inference speed -> distillation.json
         distill.compare(teacher, cfg, accelerator, adapter, model, prepared["validation"], results, run_dir, reporter)
     if main:
