@@ -117,6 +117,7 @@ def test_lr_auto_leaves_the_model_bit_identical_and_picks_an_lr_in_the_probed_ra
     probed = runner.train(load_config(None, [*common, "optimizer.lr=auto", f"output_dir={tmp_path / 'auto'}"]),
                           quiet=True)
     probe = json.loads((probed.run_dir / "recipe.json").read_text())["lr_probe"]
+    assert probed.metrics["lr_probe"] == probe
     assert probe["swept"][0] <= probe["lr"] <= probe["swept"][1] and probe["rule"] and probe["reason"]
     assert len(probe["curve"]) >= 5 and 10 <= probe["steps"] <= 40
     assert load_config(probed.run_dir / "config.yaml").optimizer.lr == probe["lr"]  # what a resumed run uses
@@ -160,3 +161,15 @@ def test_time_budget_stops_in_time_and_keeps_the_best_model(tiny_bert, tmp_path)
     saved, kept = load_file(run / "model" / "model.safetensors"), load_file(run / "checkpoints" / "best" /
                                                                            "best.safetensors")
     assert saved.keys() <= kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)
+
+
+def test_a_resumed_run_keeps_its_plan_and_counts_the_budget_spent():
+    cfg = load_config(None, ["time_budget=100", "epochs=4"])
+    plan = [Stage("head only", 1, [1], {1: 1.0}), Stage("all groups", 3, [0, 1], {0: 0.4, 1: 1.0})]
+    fitted = Budget(100, time.time() - 40)
+    fitted.fit = fit_epochs(50, 1.0, 10, 2.0, ceiling=4)  # 12 s an epoch: 4 fit in 50 s
+    fitted.fit.epochs = 2
+    saved = json.loads(json.dumps(fitted.state_dict()))
+    cfg2, plan2, tuning = autotune.before_training(cfg, None, None, {}, {}, plan, None, None, None, time.time(), saved)
+    assert cfg2.epochs == 2 and [(s.name, s.epochs) for s in plan2] == [("head only", 1), ("all groups", 1)]
+    assert 59 < tuning.budget.remaining() <= 60.5

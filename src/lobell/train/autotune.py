@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
@@ -22,9 +22,21 @@ from lobell.train import budget as budgets
 from lobell.train import lr_probe, trial
 
 
+@dataclass
+class Tuning:
+    """What ran before training: the LR probe's result and the budget's clock (either may be None)."""
+
+    budget: budgets.Budget | None = None
+    probe: lr_probe.Probe | None = None
+
+    def state_dict(self) -> dict:
+        """A checkpoint's `budget`: empty without one."""
+        return self.budget.state_dict() if self.budget else {}
+
+
 def before_training(cfg: Config, accelerator, adapter, loaders: dict, prepared: dict, plan: list[Stage], loss_fn,
                     reporter, run_dir: Path, started_at: float, resumed: dict | None
-                    ) -> tuple[Config, list[Stage], budgets.Budget | None]:
+                    ) -> tuple[Config, list[Stage], Tuning]:
     """The LR (`auto` -> a number) and, with `time_budget`, the epochs that fit and the clock.
 
     `loaders` are the data loaders before Accelerate prepared them (`prepared`); `resumed` is a
@@ -32,7 +44,7 @@ def before_training(cfg: Config, accelerator, adapter, loaders: dict, prepared: 
     """
     if resumed is not None:
         return _resume(cfg, plan, started_at, resumed)
-    main = accelerator.is_main_process
+    main, probe = accelerator.is_main_process, None
     if lr_probe.wants_probe(cfg):
         probe = _shared(accelerator, lambda: lr_probe.probe_lr(adapter, plan[0], cfg, loaders["train"], loss_fn,
                                                                 accelerator))
@@ -43,7 +55,7 @@ def before_training(cfg: Config, accelerator, adapter, loaders: dict, prepared: 
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())  # a resumed run uses the probed LR
             _add_to_recipe_json(run_dir, "lr_probe", asdict(probe))
     if cfg.time_budget is None:
-        return cfg, plan, None
+        return cfg, plan, Tuning(None, probe)
     budget = budgets.Budget(cfg.time_budget, started_at)
     fit, measured = _shared(accelerator, lambda: _measure_and_fit(cfg, accelerator, adapter, loaders, prepared,
                                                                    plan, loss_fn, budget))
@@ -53,7 +65,7 @@ def before_training(cfg: Config, accelerator, adapter, loaders: dict, prepared: 
     reporter.log(f"time_budget {budgets.format_duration(budget.seconds)}: {fit.reason}")
     if main:
         _add_to_recipe_json(run_dir, "budget", budget.summary())
-    return _fitted(cfg, plan, fit.epochs), trim_plan(plan, fit.epochs), budget
+    return _fitted(cfg, plan, fit.epochs), trim_plan(plan, fit.epochs), Tuning(budget, probe)
 
 
 def _measure_and_fit(cfg, accelerator, adapter, loaders, prepared, plan, loss_fn, budget) -> tuple:
@@ -92,14 +104,15 @@ def _fitted(cfg: Config, plan: list[Stage], epochs: int) -> Config:
 
 def _resume(cfg: Config, plan: list[Stage], started_at: float, saved: dict):
     if cfg.time_budget is None or not saved:
-        return cfg, plan, None
+        return cfg, plan, Tuning()
     budget = budgets.resumed_budget(cfg.time_budget, started_at, saved)
-    epochs = saved.get("epochs", sum(s.epochs for s in plan))
-    return _fitted(cfg, plan, epochs), trim_plan(plan, epochs), budget
+    epochs = saved.get("epochs") or sum(s.epochs for s in plan)
+    return _fitted(cfg, plan, epochs), trim_plan(plan, epochs), Tuning(budget)
 
 
-def timed(evaluate, budget: budgets.Budget | None):
+def timed(evaluate, tuning: Tuning):
     """`evaluate` that tells the budget what each validation pass cost."""
+    budget = tuning.budget
     if budget is None:
         return evaluate
 
@@ -113,8 +126,9 @@ def timed(evaluate, budget: budgets.Budget | None):
     return timed_evaluate
 
 
-def stop_on_time(accelerator, budget: budgets.Budget | None, global_step: int) -> bool:
+def stop_on_time(accelerator, tuning: Tuning, global_step: int) -> bool:
     """After each optimizer step: True on every process once the main one says time is up."""
+    budget = tuning.budget
     if budget is None:
         return False
     budget.step_taken()
@@ -124,18 +138,25 @@ def stop_on_time(accelerator, budget: budgets.Budget | None, global_step: int) -
     return budget.stopped
 
 
-def stopped(budget: budgets.Budget | None) -> bool:
-    return budget is not None and budget.stopped
+def scheduled_steps(tuning: Tuning, steps: int) -> int:
+    """A stage's schedule length: cut to the planned steps when not one epoch fits (such a plan has
+    one stage of one epoch), so the LR still decays to its end."""
+    budget = tuning.budget
+    return min(steps, budget.max_steps) if budget is not None and budget.max_steps else steps
 
 
-def finish(run_dir: Path, budget: budgets.Budget | None, main: bool) -> dict:
-    """metrics.json's `budget` (empty without one); recipe.json's `budget` gets the same."""
-    if budget is None:
-        return {}
-    summary = budget.summary()
-    if main:
-        _add_to_recipe_json(run_dir, "budget", summary)
-    return {"budget": summary}
+def stopped(tuning: Tuning) -> bool:
+    return tuning.budget is not None and tuning.budget.stopped
+
+
+def finish(run_dir: Path, tuning: Tuning, main: bool) -> dict:
+    """metrics.json's `budget` and `lr_probe` (what ran); recipe.json's `budget` gets the same."""
+    out = {"lr_probe": asdict(tuning.probe)} if tuning.probe else {}
+    if tuning.budget is not None:
+        out["budget"] = tuning.budget.summary()
+        if main:
+            _add_to_recipe_json(run_dir, "budget", out["budget"])
+    return out
 
 
 def _shared(accelerator, compute):
@@ -147,7 +168,8 @@ def _shared(accelerator, compute):
 
 
 def _add_to_recipe_json(run_dir: Path, key: str, value: dict) -> None:
+    """A section of recipe.json next to the recipe's choices (with `recipe: false` there is no
+    recipe.json: metrics.json alone holds it)."""
     path = run_dir / "recipe.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[key] = value
-    atomic_write_json(path, data)
+    if path.is_file():
+        atomic_write_json(path, {**json.loads(path.read_text()), key: value})

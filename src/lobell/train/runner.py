@@ -132,10 +132,10 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             _trim_metrics(run_dir, state.epoch)
         reporter.log(f"resuming {run_dir} from {start.name}: epoch {state.epoch + 1}, step {state.step_in_epoch}")
     # optimizer.lr: auto -> a short LR probe; time_budget -> the epochs that fit, and a clock (autotune.py).
-    cfg, plan, budget = autotune.before_training(cfg, accelerator, adapter, loaders, prepared, plan, loss_fn, reporter,
+    cfg, plan, tuning = autotune.before_training(cfg, accelerator, adapter, loaders, prepared, plan, loss_fn, reporter,
                                                  run_dir, started_at, state.budget if start is not None else None)
     evaluate = autotune.timed(_evaluator(accelerator, adapter, problem, loss_fn, reporter, splits.labels,
-                                         cfg.eval_batch_size or 2 * cfg.batch_size), budget)
+                                         cfg.eval_batch_size or 2 * cfg.batch_size), tuning)
 
     # 4. Stages: set what trains, build optimizer and schedule afresh, prepare, then epochs.
     model, first_epoch, started = adapter.model, 0, time.perf_counter()
@@ -152,7 +152,8 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                                                                  cfg.optimizer.weight_decay),
                                     fused=cfg.speed.fused_optimizer)
         steps_per_epoch = math.ceil(len(prepared["train"]) / cfg.grad_accum)
-        scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * steps_per_epoch, steps_per_epoch)
+        scheduler = build_scheduler(cfg.scheduler, optimizer, autotune.scheduled_steps(tuning, stage.epochs *
+                                                                                       steps_per_epoch), steps_per_epoch)
         train_loss = with_l1(fit_loss, [p for p in model.parameters() if p.requires_grad], cfg.loss.l1)
         if resumed is not None and state.stage == index:
             optimizer.load_state_dict(resumed[0])
@@ -175,7 +176,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             resumed = None
 
         def save(model=model, optimizer=optimizer, scheduler=scheduler) -> None:
-            state.budget = budget.state_dict() if budget else {}
+            state.budget = tuning.state_dict()
             _save_checkpoint(accelerator, cfg, run_dir, state, stopper, model, optimizer, scheduler)
 
         for epoch in range(max(first_epoch, state.epoch + 1), last_epoch + 1):
@@ -192,7 +193,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                 state.step_in_epoch, state.global_step = step, state.global_step + 1
                 if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
                     save()
-                return autotune.stop_on_time(accelerator, budget, state.global_step)  # True: the epoch ends here
+                return autotune.stop_on_time(accelerator, tuning, state.global_step)  # True: the epoch ends here
 
             try:
                 with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
@@ -223,7 +224,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, model)
             record = {"epoch": epoch, "stage": index, "train_loss": stats.loss, "validation": metrics,
                       "lrs": stats.lrs, "seconds": stats.seconds,
-                      **({"stopped_on_time": True} if autotune.stopped(budget) else {})}
+                      **({"stopped_on_time": True} if autotune.stopped(tuning) else {})}
             if main:
                 append_jsonl(run_dir / "metrics.jsonl", record)
             tracking.log_epoch(accelerator, record)
@@ -235,12 +236,12 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
                 reporter.log(f"early stopping: {monitor} has not improved for {stopper.patience} epoch(s); "
                              f"best was epoch {stopper.best_epoch}")
                 break
-            if autotune.stopped(budget):
+            if autotune.stopped(tuning):
                 reporter.log(f"time_budget: stopped in epoch {epoch} after {state.global_step} steps, leaving time "
                              f"for the final evaluation; best was epoch {stopper.best_epoch}")
                 break
         first_epoch = last_epoch
-        if stopper.should_stop or autotune.stopped(budget):
+        if stopper.should_stop or autotune.stopped(tuning):
             break
 
     # 5. Best weights back, final metrics and predictions, model folder, timing.
@@ -259,7 +260,7 @@ def _run(cfg, accelerator, reporter, run_dir, splits, adapter, plan, resume, cus
             results[name] = _metrics(logits, targets, problem, loss_fn, splits.labels)
             outputs[name] = (logits, targets)
     results["timing"] = timing_summary(state.timing, time.perf_counter() - started, features.summary())
-    results.update(autotune.finish(run_dir, budget, main))  # what the budget bought (also in recipe.json)
+    results.update(autotune.finish(run_dir, tuning, main))  # what the budget bought (also in recipe.json)
     if teacher is not None:  # student vs teacher: scores, parameters, inference speed -> distillation.json
         distill.compare(teacher, cfg, accelerator, adapter, model, prepared["validation"], results, run_dir, reporter)
     if main:
