@@ -98,37 +98,42 @@ def test_sandbox_restores_weights_batch_norm_statistics_and_rng():
     assert torch.equal(torch.rand(3), expected_draw)  # the trial's draws are undone too
 
 
-def _start_weights(monkeypatch) -> list[dict]:
-    """Record the model's weights when the first training epoch starts."""
-    captured, real = [], runner.train_epoch
-
-    def spy(accelerator, adapter, model, *args, **kwargs):
-        if not captured:
-            captured.append({k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()})
-        return real(accelerator, adapter, model, *args, **kwargs)
-    monkeypatch.setattr(runner, "train_epoch", spy)
-    return captured
+def _weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_lr_auto_leaves_the_model_bit_identical_and_picks_an_lr_in_the_probed_range(text_overrides, tmp_path,
                                                                                       monkeypatch):
-    common = [o for o in text_overrides if not o.startswith(("output_dir", "optimizer.lr", "epochs"))] + ["epochs=1"]
-    probed_start = _start_weights(monkeypatch)
-    probed = runner.train(load_config(None, [*common, "optimizer.lr=auto", f"output_dir={tmp_path / 'auto'}"]),
-                          quiet=True)
-    probe = json.loads((probed.run_dir / "recipe.json").read_text())["lr_probe"]
-    assert probed.metrics["lr_probe"] == probe
+    from lobell.train import checkpoint, lr_probe
+
+    seen, real_probe, real_epoch = {}, lr_probe.probe_lr, runner.train_epoch
+
+    def probe_spy(adapter, *args, **kwargs):  # the model and RNGs as the run would start without a probe
+        seen["before"], seen["rng"] = _weights(adapter.model), checkpoint.rng_state()
+        found = real_probe(adapter, *args, **kwargs)
+        seen["rng_after"] = checkpoint.rng_state()
+        return found
+
+    def epoch_spy(accelerator, adapter, model, *args, **kwargs):
+        seen.setdefault("start", _weights(accelerator.unwrap_model(model)))
+        return real_epoch(accelerator, adapter, model, *args, **kwargs)
+    monkeypatch.setattr(lr_probe, "probe_lr", probe_spy)
+    monkeypatch.setattr(runner, "train_epoch", epoch_spy)
+    overrides = [o for o in text_overrides if not o.startswith(("output_dir", "optimizer.lr", "epochs"))]
+    result = runner.train(load_config(None, [*overrides, "epochs=1", "data.max_train_samples=160",
+                                             "optimizer.lr=auto", f"output_dir={tmp_path / 'auto'}"]), quiet=True)
+
+    assert seen["before"].keys() == seen["start"].keys()
+    assert all(torch.equal(seen["before"][k], seen["start"][k]) for k in seen["before"]), "the probe moved weights"
+    assert torch.equal(seen["rng"]["torch"], seen["rng_after"]["torch"]) and seen["rng"]["python"] == seen[
+        "rng_after"]["python"], "the probe left the RNG moved: the run would not train as without it"
+    probe = json.loads((result.run_dir / "recipe.json").read_text())["lr_probe"]
+    assert result.metrics["lr_probe"] == probe
     assert probe["swept"][0] <= probe["lr"] <= probe["swept"][1] and probe["rule"] and probe["reason"]
     assert len(probe["curve"]) >= 5 and 10 <= probe["steps"] <= 40
-    assert load_config(probed.run_dir / "config.yaml").optimizer.lr == probe["lr"]  # what a resumed run uses
-
-    plain_start = _start_weights(monkeypatch)
-    plain = runner.train(load_config(None, [*common, f"optimizer.lr={probe['lr']!r}", f"output_dir={tmp_path / 'set'}"]),
-                         quiet=True)
-    assert probed_start[0].keys() == plain_start[0].keys()
-    assert all(torch.equal(probed_start[0][k], plain_start[0][k]) for k in plain_start[0]), "the probe moved weights"
-    # The probe also put every RNG back: the two runs train identically.
-    assert probed.metrics["validation"] == plain.metrics["validation"]
+    assert load_config(result.run_dir / "config.yaml").optimizer.lr == probe["lr"]  # what a resumed run uses
+    stage = json.loads((result.run_dir / "stages.json").read_text())[0]
+    assert stage["lrs"]["head"] == pytest.approx(probe["lr"])  # and what this one trained with
 
 
 def test_time_budget_stops_in_time_and_keeps_the_best_model(tiny_bert, tmp_path):

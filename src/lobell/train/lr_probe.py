@@ -34,12 +34,12 @@ class Probe:
     rule: str
     reason: str
     steps: int
-    swept: tuple[float, float]
+    swept: list[float]  # [first, last] head LR of the sweep
     min_loss_lr: float
     steepest_lr: float
     first_loss: float
     min_loss: float
-    curve: list[tuple[float, float]]  # (lr, smoothed loss), about a dozen points along the sweep
+    curve: list[list[float]]  # [lr, smoothed loss], about a dozen points along the sweep
     seconds: float
 
 
@@ -74,7 +74,7 @@ def probe_lr(adapter, stage, cfg, loader, loss_fn, accelerator, steps: int = PRO
     steepest, _ = suggest(finding.lrs, finding.losses)
     lowest = int(np.argmin(finding.losses))
     every = max(1, len(finding.lrs) // 12)
-    curve = [(float(a), float(b)) for a, b in zip(finding.lrs[::every], finding.losses[::every])]
-    return Probe(float(lr), rule, reason, len(finding.lrs), (PROBE_START, float(finding.lrs[-1])),
+    curve = [[float(a), float(b)] for a, b in zip(finding.lrs[::every], finding.losses[::every])]
+    return Probe(float(lr), rule, reason, len(finding.lrs), [PROBE_START, float(finding.lrs[-1])],
                  float(finding.lrs[lowest]), float(steepest), float(finding.losses[0]), float(finding.losses[lowest]),
                  curve, round(time.perf_counter() - start, 2))
