@@ -79,10 +79,9 @@ def time_steps(adapter, stage: Stage, cfg, loader, loss_fn, accelerator, min_ste
     return {"step_seconds": statistics.median(times[1:]), "timed_steps": len(times) - 1, "stage": stage.name}
 
 
-@torch.inference_mode()
 def time_eval_batches(adapter, loader, accelerator, batches: int = 5) -> float:
     """Seconds per evaluation batch (median of `batches` after one warm-up batch)."""
-    model = adapter.model.to(accelerator.device)
+    model = adapter.model.to(accelerator.device)  # outside inference mode: moved weights stay trainable
     training, times = model.training, []
     model.eval()
     try:
@@ -92,7 +91,7 @@ def time_eval_batches(adapter, loader, accelerator, batches: int = 5) -> float:
             batch = next(iterator, None)
             if batch is None:
                 break
-            with accelerator.autocast():
+            with torch.inference_mode(), accelerator.autocast():
                 adapter.forward(model, batch)
             _synchronize(accelerator.device)
             times.append(time.perf_counter() - start)
