@@ -6,14 +6,20 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from lobell.errors import LobellError
+
+STARTED_AT = "LOBELL_STARTED_AT"  # the launching command's start time, for time_budget
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # time_budget counts a command from its process's start (Python's imports take seconds); a call
+    # from Python, main([...]), from now.
+    args.started_at = _process_start() if argv is None else time.time()
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -125,10 +131,11 @@ def _config(args):
 
 
 def _train(args) -> int:
+    started_at = float(os.environ.get(STARTED_AT) or args.started_at)  # launched processes: the launcher's
     if args.processes and args.processes > 1:
         from lobell.launch import launch
 
-        return launch(args.processes, _relaunch_args(args))
+        return launch(args.processes, _relaunch_args(args), {STARTED_AT: repr(started_at)})
     if args.resume is not None:
         from lobell.config import load_config
 
@@ -141,13 +148,19 @@ def _train(args) -> int:
         cfg = load_config(config_path, [f"output_dir={args.resume}"])
         from lobell.training.runner import train
 
-        train(cfg, quiet=args.quiet, resume=True)
+        train(cfg, quiet=args.quiet, resume=True, started_at=started_at)
         return 0
     cfg = _config(args)
     from lobell.training.runner import train
 
-    train(cfg, quiet=args.quiet)
+    train(cfg, quiet=args.quiet, started_at=started_at)
     return 0
+
+
+def _process_start() -> float:
+    import psutil  # Accelerate's own dependency
+
+    return psutil.Process().create_time()
 
 
 def _relaunch_args(args) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lobell.config_sections import (  # noqa: F401 (every section stays importable from here)
     CheckpointConfig, DataConfig, DistillConfig, EarlyStoppingConfig, HeadConfig, LOSSES, LoraConfig,
@@ -20,6 +20,7 @@ from lobell.config_sections import (  # noqa: F401 (every section stays importab
 from lobell.errors import LobellError, nearest
 from lobell.registry import METRICS as PROBLEM_METRICS
 from lobell.registry import TASKS as REGISTRY
+from lobell.training.budget import parse_duration
 
 
 class Config(_Section):
@@ -68,6 +69,15 @@ class Config(_Section):
     tracking: Literal["none", "tensorboard", "mlflow"] = "none"
     lora: LoraConfig = LoraConfig()  # used by strategy=lora only
     distill: DistillConfig | None = None  # None: no teacher; a section trains this model as a student
+    # The whole run's wall time (90 = seconds, 30s, 10m, 2h; stored as seconds): epochs fit to it
+    # from a few timed steps, and the run stops in time with its best model (docs/recipe.md).
+    # Epochs stay a ceiling. None: no limit.
+    time_budget: float | None = None
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _parse_time_budget(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:

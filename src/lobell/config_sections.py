@@ -73,11 +73,22 @@ class DataConfig(_Section):
 
 class OptimizerConfig(_Section):
     name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
-    # The head's LR; pre-trained groups get lr x their group scale (see strategy).
-    lr: float = Field(5e-5, gt=0, lt=10)
+    # The head's LR; pre-trained groups get lr x their group scale (see strategy). `auto`: a
+    # few-dozen-step LR probe on the first stage picks it (docs/recipe.md; model left as it was).
+    lr: Annotated[float, Field(gt=0, lt=10)] | Literal["auto"] = 5e-5
     weight_decay: float = Field(0.01, ge=0)  # BERT's value; never applied to biases and norms
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop only
     nesterov: bool = False  # sgd only
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() != "auto":
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expects a number such as 3e-5, or auto (a short LR probe picks it)") from None
+        return value.strip() if isinstance(value, str) else value
 
 
 class SchedulerConfig(_Section):

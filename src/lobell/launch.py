@@ -29,8 +29,9 @@ def launch_command(processes: int, lobell_args: list[str]) -> list[str]:
             "-m", "lobell.cli", *lobell_args]
 
 
-def launch(processes: int, lobell_args: list[str]) -> int:
-    """Run the launcher and wait; SIGTERM/SIGINT sent to this process are passed on exactly once.
+def launch(processes: int, lobell_args: list[str], env: dict[str, str] | None = None) -> int:
+    """Run the launcher and wait (`env` adds variables to the workers'); SIGTERM/SIGINT sent to this
+    process are passed on exactly once.
 
     The launcher runs in its own process group, so a terminal's Ctrl-C reaches this process alone
     and is forwarded to the launcher, which forwards it to every worker (torchrun does); each worker
@@ -39,7 +40,7 @@ def launch(processes: int, lobell_args: list[str]) -> int:
     """
     from lobell.training.signals import keeps_sigint_ignored
 
-    env = {**os.environ, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+    env = {**os.environ, **(env or {}), "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
                                                                            SHUTDOWN_TIMEOUT_S)}
     usr1 = getattr(signal, "SIGUSR1", None)
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, usr1) if s is not None}

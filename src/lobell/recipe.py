@@ -76,7 +76,7 @@ CACHED_HEAD_EPOCHS = 15
 def decide(cfg: Config, prof: Profile) -> list[Choice]:
     """The six choices for this model and data; each names its keys and says why."""
     # A learning rate you chose was chosen for the default optimizer (AdamW): keep that optimizer.
-    keep_adamw = _is_set(cfg, "optimizer.lr") and not _is_set(cfg, "optimizer.name")
+    keep_adamw = _is_set(cfg, "optimizer.lr") and cfg.optimizer.lr != "auto" and not _is_set(cfg, "optimizer.name")
     layers, optimizer = _layers(prof), _optimizer(prof, keep_adamw)
     # The strategy and optimizer that will run (yours where set) decide the epochs and the LR.
     strategy = _get(cfg, "strategy.name") if _is_set(cfg, "strategy.name") else layers.values["strategy.name"]

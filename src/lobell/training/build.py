@@ -63,6 +63,7 @@ class Run:
     resolved: Resolved
     stopper: EarlyStopping
     start: ckpt.Resumable | None  # the checkpoint to resume from, read back whole
+    tuning: object = None  # training/autotune.py's Tuning: the LR probe and the time budget (set by tune())
 
     @property
     def main(self) -> bool:

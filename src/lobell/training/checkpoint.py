@@ -41,6 +41,7 @@ class TrainState:
     timing: dict = field(default_factory=lambda: {"seconds": 0.0, "data_seconds": 0.0, "samples": 0, "tokens": 0})
     finished: bool = False
     epoch_loss: list = field(default_factory=lambda: [0.0, 0])  # the current epoch's [loss sum, samples]
+    budget: dict = field(default_factory=dict)  # time_budget: time spent, plan, measured costs (training/budget.py)
 
 
 def save_checkpoint(run_dir: Path, state: TrainState, model_state: dict, optimizer, scheduler,

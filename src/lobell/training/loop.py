@@ -31,11 +31,12 @@ class EpochStats:
 def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, scheduler, loss_fn,
                 *, max_grad_norm: float | None, train_bn: bool, reporter: Reporter, description: str,
                 first_step: int = 0, grad_accum: int = 1, lr_log: list | None = None,
-                after_step: Callable[[int], None] | None = None, carry: list | None = None) -> EpochStats:
+                after_step: Callable[[int], bool | None] | None = None, carry: list | None = None) -> EpochStats:
     """Run one pass over `loader`; the optimizer and schedule step every `grad_accum` batches.
 
     `first_step` counts batches already done this epoch (a resumed run's loader skips them);
-    `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself.
+    `after_step(step)` runs after every optimizer step (checkpointing), outside the step itself;
+    when it returns True the epoch ends there (time_budget: out of time).
     `carry` is the epoch's [loss sum, samples] so far, kept up to date here: a checkpoint holds it, so
     an epoch resumed mid-way reports the same train loss and sample count as one never interrupted.
     """
@@ -73,8 +74,8 @@ def train_epoch(accelerator: Accelerator, adapter, model, loader, optimizer, sch
                 tokens += int(batch["attention_mask"].sum())
             carry[:] = [total_loss, samples]
             bar.advance(1, status=f"loss {loss.item():.4f}")
-            if sync and after_step is not None:
-                after_step(step)
+            if sync and after_step is not None and after_step(step):
+                break
             tick = time.perf_counter()
     seconds = time.perf_counter() - start
     return EpochStats(total_loss / max(samples, 1), samples, tokens, seconds, data_time, group_lrs(optimizer))

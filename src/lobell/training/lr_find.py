@@ -28,8 +28,9 @@ class LRFinding:
     rule: str
 
 
-def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100) -> LRFinding:
-    """Sweep the head LR exponentially from START_LR to END_LR over `steps` batches.
+def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100, *, start_lr: float = START_LR,
+                  end_lr: float = END_LR, smoothing: float = SMOOTHING) -> LRFinding:
+    """Sweep the head LR exponentially from `start_lr` to `end_lr` over `steps` batches.
 
     Model weights, buffers and `requires_grad` flags are restored afterwards, and the optimizer
     used for the sweep is thrown away: the model is exactly as it was.
@@ -38,17 +39,17 @@ def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100)
     saved = copy.deepcopy(model.state_dict())
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     apply_stage(model, adapter.layer_map, stage)
-    optimizer = build_optimizer(cfg.optimizer, param_groups(model, adapter.layer_map, stage, START_LR,
-                                                             cfg.optimizer.weight_decay),
+    optimizer = build_optimizer(cfg.optimizer.model_copy(update={"lr": start_lr}),  # optimizer.lr may be `auto`
+                                param_groups(model, adapter.layer_map, stage, start_lr, cfg.optimizer.weight_decay),
                                 fused=cfg.speed.fused_optimizer)
-    factor = (END_LR / START_LR) ** (1 / max(steps - 1, 1))
+    factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     model.train()
     try:
         batches = _cycle(loader)
         for i in range(steps):
             batch = next(batches)
-            lr = START_LR * factor ** i
+            lr = start_lr * factor ** i
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             loss = loss_fn(adapter.forward(model, batch), batch["targets"])
@@ -56,8 +57,8 @@ def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100)
             loss.backward()
             optimizer.step()
             value = loss.item()
-            avg = SMOOTHING * avg + (1 - SMOOTHING) * value
-            smoothed = avg / (1 - SMOOTHING ** (i + 1))
+            avg = smoothing * avg + (1 - smoothing) * value
+            smoothed = avg / (1 - smoothing ** (i + 1))
             lrs.append(lr)
             losses.append(smoothed)
             best = min(best, smoothed)

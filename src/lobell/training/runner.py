@@ -26,6 +26,7 @@ from lobell.evaluate import write_predictions
 from lobell.report import write_run_documents
 from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json
 from lobell.strategies.plans import Stage, apply_stage, param_groups
+from lobell.training import autotune
 from lobell.training import checkpoint as ckpt
 from lobell.training import distill, faults, signals
 from lobell.training.accelerator import make_accelerator, resolve_precision  # noqa: F401 (re-exported)
@@ -58,14 +59,17 @@ class Progress:
 
 
 def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, adapter=None,
-          plan: list[Stage] | None = None, resume: bool = False, loss_fn=None) -> RunResult:
+          plan: list[Stage] | None = None, resume: bool = False, loss_fn=None,
+          started_at: float | None = None) -> RunResult:
     """Fine-tune `cfg.model` on `cfg.data` and leave a run folder; see the README for its contents.
 
     The Python API passes in-memory `splits`, its already-built `adapter` and, after
     `freeze_backbone()`/`freeze_to()`, an explicit single-stage `plan`; the CLI passes none.
     `resume=True` continues the run in `cfg.output_dir` from its newest checkpoint; `loss_fn`
-    (logits, targets) -> scalar replaces the configured loss.
+    (logits, targets) -> scalar replaces the configured loss. `started_at` (time.time()) is when
+    the command started, where `time_budget` counts from (default: now).
     """
+    started_at = started_at or time.time()
     run_dir = Path(cfg.resolved_output_dir())
     accelerator = make_accelerator(cfg.precision, **tracking.accelerator_kwargs(cfg.tracking, run_dir),
                                    kwargs_handlers=ddp_handlers(cfg))
@@ -80,6 +84,8 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
             run = build_run(cfg, accelerator, reporter, run_dir, splits=splits, adapter=adapter, plan=plan,
                             resume=resume, loss_fn=loss_fn)
             progress = Progress(*load_resume(run, ckpt.TrainState()), model=run.adapter.model)
+            # optimizer.lr: auto -> a short LR probe; time_budget -> the epochs that fit, and a clock.
+            autotune.tune(run, started_at, progress.state.budget if run.start is not None else None)
             signals.enter_loop(_resume_command(run_dir, accelerator))  # a stop signal now waits for the next step
             for index, stage in enumerate(run.plan):
                 if run_stage(run, index, stage, progress):
@@ -118,7 +124,7 @@ def run_stage(run: Run, index: int, stage: Stage, progress: Progress) -> bool:
     for epoch in range(max(first_epoch, state.epoch + 1), last_epoch + 1):
         if _run_epoch(run, current, progress, epoch):
             break
-    return run.stopper.should_stop
+    return run.stopper.should_stop or autotune.stopped(run.tuning)
 
 
 def _start_stage(run: Run, index: int, stage: Stage, progress: Progress, first_epoch: int) -> _StageRun:
@@ -132,7 +138,8 @@ def _start_stage(run: Run, index: int, stage: Stage, progress: Progress, first_e
                                                              cfg.optimizer.weight_decay),
                                 fused=cfg.speed.fused_optimizer)
     steps_per_epoch = math.ceil(len(run.prepared["train"]) / cfg.grad_accum)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, stage.epochs * steps_per_epoch, steps_per_epoch)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, autotune.scheduled_steps(run.tuning, stage.epochs *
+                                                                                   steps_per_epoch), steps_per_epoch)
     train_loss = with_l1(run.fit_loss, [p for p in model.parameters() if p.requires_grad], cfg.loss.l1)
     resume = progress.resume
     if resume is not None and state.stage == index:
@@ -179,7 +186,8 @@ def _run_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int) -> 
     state.stages_log[-1]["last_epoch"] = epoch
     state.stages_log[-1]["ranks_in_sync"] = _ranks_in_sync(accelerator, current.model)
     record = {"epoch": epoch, "stage": current.index, "train_loss": stats.loss, "validation": metrics,
-              "lrs": stats.lrs, "seconds": stats.seconds}
+              "lrs": stats.lrs, "seconds": stats.seconds,
+              **({"stopped_on_time": True} if autotune.stopped(run.tuning) else {})}
     if run.main:
         append_jsonl(run.run_dir / "metrics.jsonl", record)
     tracking.log_epoch(accelerator, record)
@@ -192,7 +200,10 @@ def _run_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int) -> 
     if stop:
         run.reporter.log(f"early stopping: {run.resolved.monitor} has not improved for {run.stopper.patience} "
                          f"epoch(s); best was epoch {run.stopper.best_epoch}")
-    return stop
+    elif autotune.stopped(run.tuning):
+        run.reporter.log(f"time_budget: stopped in epoch {epoch} after {state.global_step} steps, leaving time for "
+                         f"the final evaluation; best was epoch {run.stopper.best_epoch}")
+    return stop or autotune.stopped(run.tuning)
 
 
 def _train_one_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int):
@@ -206,13 +217,14 @@ def _train_one_epoch(run: Run, current: _StageRun, progress: Progress, epoch: in
     if hasattr(run.train_sampler, "set_epoch"):
         run.train_sampler.set_epoch(epoch)
 
-    def after_step(step: int) -> None:
+    def after_step(step: int) -> bool:
         state.step_in_epoch, state.global_step = step, state.global_step + 1
         saved = bool(cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0)
         if saved:
             _save(run, current, progress)
         signals.step_boundary(accelerator, lambda: _save(run, current, progress), f"epoch {epoch}, step {step}",
                               _resume_command(run.run_dir, accelerator), saved=saved)
+        return autotune.stop_on_time(accelerator, run.tuning, state.global_step)  # True: the epoch ends here
 
     try:
         with faults.out_of_memory_as_user_error("batch_size", cfg.batch_size, f"training epoch {epoch}"):
@@ -234,6 +246,7 @@ def _resume_command(run_dir: Path, accelerator: Accelerator) -> str:
 
 
 def _save(run: Run, current: _StageRun, progress: Progress) -> None:
+    progress.state.budget = autotune.Tuning.state_of(run.tuning)
     _save_checkpoint(run.accelerator, run.cfg, run.run_dir, progress.state, run.stopper, current.model,
                      current.optimizer, current.scheduler)
 
@@ -256,6 +269,7 @@ def finish_run(run: Run, progress: Progress) -> RunResult:
             results[name] = run_metrics(run.problem, logits, targets, run.loss_fn)
             outputs[name] = (logits, targets)
     results["timing"] = timing_summary(state.timing, time.perf_counter() - progress.started, run.features.summary())
+    results.update(autotune.finish(run.run_dir, run.tuning, run.main))  # what the budget bought (also recipe.json)
     if run.teacher is not None:  # student vs teacher: scores, parameters, inference speed -> distillation.json
         distill.compare(run.teacher, run.cfg, accelerator, run.adapter, model, run.prepared["validation"], results,
                         run.run_dir, run.reporter)
