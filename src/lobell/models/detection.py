@@ -21,6 +21,7 @@ from lobell.models.hub import find_weights, read_state_dict
 from lobell.strategies.layer_map import LayerMap, build_layer_map
 
 DEFAULT_BACKBONE = "torchvision/mobilenet_v2"  # the one backbone with real ImageNet weights offline here
+_LARGE = 320  # images at least this side get torchvision's full 512 RoIs per image
 
 
 def prebuilt_names() -> list[str]:
@@ -72,7 +73,7 @@ class DetectionAdapter:
         detector = resolve_detector(name)
         size = image_size or 800
         spec = DetectorSpec(detector, None, len(class_names), size, max(size, round(size * 1333 / 800)),
-                            fpn_channels)
+                            fpn_channels, roi_samples=512 if size >= _LARGE else 128)
         if detector in DETECTORS:
             library, arch = resolve_name(backbone or DEFAULT_BACKBONE)
             spec.backbone = f"{library}/{arch}"
