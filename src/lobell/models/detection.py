@@ -77,7 +77,7 @@ class DetectionAdapter:
         if detector in DETECTORS:
             library, arch = resolve_name(backbone or DEFAULT_BACKBONE)
             spec.backbone = f"{library}/{arch}"
-            state = _weights(library, arch, spec.backbone, backbone_weights, load_weights)
+            state = _weights(library, arch, spec.backbone, backbone_weights, load_weights, "backbone_weights")
             spec.frozen_batch_norm = state is not None
             model = build_detector(spec, build_backbone(spec, state))
         else:
@@ -137,10 +137,11 @@ class DetectionAdapter:
         return [{"boxes": o["boxes"], "labels": o["labels"] - 1, "scores": o["scores"]} for o in outputs]
 
 
-def _weights(library: str, arch: str, name: str, weights: str | None, load: bool) -> dict | None:
+def _weights(library: str, arch: str, name: str, weights: str | None, load: bool,
+             setting: str = "model_weights") -> dict | None:
     if not load or weights == "random":
         return None
-    return read_state_dict(find_weights(library, arch, name, weights))
+    return read_state_dict(find_weights(library, arch, name, weights, setting))
 
 
 def detection_layer_map(model: nn.Module, spec: DetectorSpec, train_stem: bool) -> LayerMap:

@@ -36,6 +36,7 @@ class DetectorSpec:
     image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     return_layers: dict[str, str] = field(default_factory=dict)  # torchvision body: child name -> level name
     timm_levels: list[int] = field(default_factory=list)  # timm body: which feature_info entries
+    in_channels: list[int] = field(default_factory=list)  # of the backbone levels (the FPN's inputs)
     strides: list[int] = field(default_factory=list)  # of the levels the head reads (FPN extras included)
     # Faster R-CNN: RoIs sampled per image for the box head. torchvision's 512 suits 800 px photos
     # with many objects; small images hold a few objects, and 128 costs a quarter of the box head.
@@ -112,11 +113,16 @@ def timm_body(arch: str, state: dict | None, spec: DetectorSpec) -> tuple[nn.Mod
 
     kwargs = {"features_only": True}
     if state is not None:
+        cfg = timm.models.get_pretrained_cfg(arch)
+        classifiers = (cfg.classifier,) if cfg and isinstance(cfg.classifier, str) else tuple(cfg.classifier or ()) \
+            if cfg else ()
+        state = {k: v for k, v in state.items() if not any(k == c or k.startswith(c + ".") for c in classifiers)}
         overlay = {"state_dict": state, "num_classes": 0, "label_offset": 0}
         try:
             body = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         except (RuntimeError, KeyError) as exc:
-            raise LobellError(f"backbone weights do not fit timm/{arch}: {str(exc).splitlines()[0]}") from None
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:300]
+            raise LobellError(f"backbone weights do not fit timm/{arch}: {detail}") from None
     else:
         body = timm.create_model(arch, pretrained=False, **kwargs)
     info = list(zip(range(len(body.feature_info)), body.feature_info.reduction(), body.feature_info.channels()))
@@ -165,12 +171,15 @@ def build_backbone(spec: DetectorSpec, state: dict | None) -> FeatureBackbone:
 
     library, _, arch = spec.backbone.partition("/")
     body, channels, strides = (timm_body if library == "timm" else torchvision_body)(arch, state, spec)
+    spec.in_channels = list(channels)
     if spec.frozen_batch_norm:
         freeze_batch_norm(body)
     if spec.detector == "ssdlite":  # SSD heads read the stages directly
         spec.strides = strides
         return FeatureBackbone(body, channels, None, channels, spec.timm_levels)
     width = spec.fpn_channels
+    if spec.detector == "fcos" and width % 32:
+        raise LobellError(f"fpn_channels {width}: FCOS's heads use 32-group GroupNorm, so it must be a multiple of 32")
     extra = LastLevelMaxPool() if spec.detector == "fasterrcnn" else LastLevelP6P7(width, width)
     spec.strides = strides + ([strides[-1] * 2] if spec.detector == "fasterrcnn" else [strides[-1] * 2, strides[-1] * 4])
     fpn = FeaturePyramidNetwork(channels, width, extra_blocks=extra)
