@@ -52,6 +52,11 @@ class Config(_Section):
     # the torch/HF cache, or a download); a path loads a local weights file or folder; `random`
     # trains from scratch (for baselines and tests, not for fine-tuning).
     model_weights: str | None = None
+    # object-detection (docs/detection.md): the classification backbone under model: fasterrcnn,
+    # retinanet, fcos or ssdlite (None: torchvision/mobilenet_v2), and where its weights come from
+    # (as model_weights; model_weights is then a pre-built detector's own weights file).
+    backbone: str | None = None
+    backbone_weights: str | None = None
     # None: the backbone's own head shape with a new output layer; a section adds new layers.
     head: HeadConfig | None = None
     # Several heads on one backbone (docs/multi-task.md): one head per task, each with its own label
@@ -136,7 +141,15 @@ class Config(_Section):
     def _check_image_keys(self) -> Config:
         modality, problem = REGISTRY[self.task]
         mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
-        if modality != "image":
+        if mixing and modality == "detection":
+            raise ValueError("mixup/cutmix mixes class labels of whole images: it does not apply to object-detection")
+        if modality == "detection" and self.head is not None:
+            raise ValueError("head applies to classification backbones; a detector keeps its own heads")
+        detection_only = {"backbone": self.backbone is not None, "backbone_weights": self.backbone_weights is not None}
+        used = [key for key, set_ in detection_only.items() if set_ and modality != "detection"]
+        if used:
+            raise ValueError(f"{used[0]} applies to object-detection, not task={self.task}")
+        if modality not in ("image", "detection"):
             image_only = {"model_weights": self.model_weights is not None, "augment": self.augment != "light",
                           "mixup": mixing, "data.image_size": self.data.image_size is not None}
             used = [key for key, set_ in image_only.items() if set_]

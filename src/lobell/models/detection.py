@@ -122,6 +122,11 @@ class DetectionAdapter:
     def num_outputs(self) -> int:
         return len(self.class_names)
 
+    def forward(self, model: nn.Module, batch: dict):
+        """Training mode: the detector's own losses (a dict; problems/detection.py sums them); eval mode:
+        per image boxes, labels and scores (`predict`)."""
+        return self.losses(model, batch) if model.training else self.predict(model, batch)
+
     def losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         """The detector's own training losses (train mode): classification, box regression, objectness."""
         targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch["targets"]]
