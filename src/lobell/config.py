@@ -157,7 +157,7 @@ class Config(_Section):
                 raise ValueError(f"{used[0]} applies to image tasks, not task={self.task}")
         audio = {"data.max_seconds": self.data.max_seconds is not None and modality != "audio",
                  "strategy.train_feature_encoder": self.strategy.train_feature_encoder and modality not in
-                 ("audio", "speech"),
+                 ("audio", "speech", "detection"),
                  "head": self.head is not None and modality in ("audio", "speech")}
         used = [key for key, set_ in audio.items() if set_]
         if used:

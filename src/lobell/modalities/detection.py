@@ -67,7 +67,8 @@ class DetectionModality:
 
         return DetectionAdapter.from_pretrained(cfg.model, labels, backbone=cfg.backbone, weights=cfg.model_weights,
                                                 backbone_weights=cfg.backbone_weights, image_size=cfg.data.image_size,
-                                                load_weights=weights)
+                                                load_weights=weights,
+                                                train_stem=cfg.strategy.train_feature_encoder)
 
     def load_adapter(self, model_dir):
         from lobell.models.detection import DetectionAdapter
