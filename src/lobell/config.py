@@ -57,6 +57,7 @@ class Config(_Section):
     # (as model_weights; model_weights is then a pre-built detector's own weights file).
     backbone: str | None = None
     backbone_weights: str | None = None
+    fpn_channels: int = Field(256, ge=8)  # object-detection: feature-pyramid width (torchvision's 256)
     # None: the backbone's own head shape with a new output layer; a section adds new layers.
     head: HeadConfig | None = None
     # Several heads on one backbone (docs/multi-task.md): one head per task, each with its own label
@@ -145,7 +146,8 @@ class Config(_Section):
             raise ValueError("mixup/cutmix mixes class labels of whole images: it does not apply to object-detection")
         if modality == "detection" and self.head is not None:
             raise ValueError("head applies to classification backbones; a detector keeps its own heads")
-        detection_only = {"backbone": self.backbone is not None, "backbone_weights": self.backbone_weights is not None}
+        detection_only = {"backbone": self.backbone is not None, "backbone_weights": self.backbone_weights is not None,
+                          "fpn_channels": self.fpn_channels != 256}
         used = [key for key, set_ in detection_only.items() if set_ and modality != "detection"]
         if used:
             raise ValueError(f"{used[0]} applies to object-detection, not task={self.task}")

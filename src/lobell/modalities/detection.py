@@ -67,7 +67,7 @@ class DetectionModality:
 
         return DetectionAdapter.from_pretrained(cfg.model, labels, backbone=cfg.backbone, weights=cfg.model_weights,
                                                 backbone_weights=cfg.backbone_weights, image_size=cfg.data.image_size,
-                                                load_weights=weights,
+                                                load_weights=weights, fpn_channels=cfg.fpn_channels,
                                                 train_stem=cfg.strategy.train_feature_encoder)
 
     def load_adapter(self, model_dir):
@@ -79,7 +79,7 @@ class DetectionModality:
         from lobell.data.detection import DetectionDataset, detection_transform
         from lobell.data.detection.boxes import DetectionSample
 
-        samples = [s if s.image else DetectionSample(str(path), s.boxes, s.labels, 0, 0)
+        samples = [s if s.image else DetectionSample(path, s.boxes, s.labels, 0, 0)
                    for s, path in zip(split.targets, split.inputs)]  # prediction: the inputs, without boxes
         return DetectionDataset(samples, detection_transform("none", adapter.spec.min_size))
 
