@@ -71,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column, or (image "
                    "tasks) a folder of images, or (audio tasks) a folder of audio files or one audio file")
-    p.add_argument("--output", type=Path, default=None, help="where to write the predictions (default: stdout)")
+    p.add_argument("--output", type=Path, default=None, help="where to write the predictions: .jsonl for JSON "
+                   "lines, else CSV (default: CSV on stdout)")
+    p.add_argument("--threshold", type=float, default=None, help="object detection: the lowest box score kept "
+                   "(default 0.5)")
+    p.add_argument("--draw", type=Path, default=None, help="object detection: write each image with its boxes "
+                   "into this folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = command("evaluate", _evaluate, "print a finished run's metrics on a labelled data file, as JSON")
     p.add_argument("run_dir", type=Path)
@@ -215,9 +220,19 @@ def _predict(args) -> int:
 
     predictor = Predictor.from_run(args.run_dir)
     inputs, frame = read_prediction_inputs(predictor, args.input)
-    table = predictor.predict_table(inputs, Reporter(args.quiet))
+    detection = predictor.problem == "detection"
+    if (args.draw is not None or args.threshold is not None) and not detection:
+        raise LobellError("--threshold and --draw apply to object-detection runs")
+    threshold = args.threshold if args.threshold is not None else (0.5 if detection else None)
+    table = predictor.predict_table(inputs, Reporter(args.quiet), threshold=threshold)
     table.insert(0, predictor.input_column(), frame[predictor.input_column()].tolist())
-    text = table.to_csv(index=False)
+    if args.draw is not None:
+        from lobell.data.detection.draw import draw_all
+
+        count = draw_all(table, predictor.input_column(), predictor.labels, args.draw)
+        print(f"drew {count} image(s) with their boxes into {args.draw}", file=sys.stderr)
+    jsonl = args.output is not None and args.output.suffix == ".jsonl"
+    text = table.to_json(orient="records", lines=True) if jsonl else table.to_csv(index=False)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -53,6 +53,12 @@ class Config(_Section):
     # the torch/HF cache, or a download); a path loads a local weights file or folder; `random`
     # trains from scratch (for baselines and tests, not for fine-tuning).
     model_weights: str | None = None
+    # object-detection (docs/detection.md): the classification backbone under model: fasterrcnn,
+    # retinanet, fcos or ssdlite (None: torchvision/mobilenet_v2), and where its weights come from
+    # (as model_weights; model_weights is then a pre-built detector's own weights file).
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    fpn_channels: int = Field(256, ge=8)  # object-detection: feature-pyramid width (torchvision's 256)
     # None: the backbone's own head shape with a new output layer; a section adds new layers.
     head: HeadConfig | None = None
     # Several heads on one backbone (docs/multi-task.md): one head per task, each with its own label
@@ -146,7 +152,16 @@ class Config(_Section):
     def _check_image_keys(self) -> Config:
         modality, problem = REGISTRY[self.task]
         mixing = self.mixup.mixup_alpha > 0 or self.mixup.cutmix_alpha > 0
-        if modality != "image":
+        if mixing and modality == "detection":
+            raise ValueError("mixup/cutmix mixes class labels of whole images: it does not apply to object-detection")
+        if modality == "detection" and self.head is not None:
+            raise ValueError("head applies to classification backbones; a detector keeps its own heads")
+        detection_only = {"backbone": self.backbone is not None, "backbone_weights": self.backbone_weights is not None,
+                          "fpn_channels": self.fpn_channels != 256}
+        used = [key for key, set_ in detection_only.items() if set_ and modality != "detection"]
+        if used:
+            raise ValueError(f"{used[0]} applies to object-detection, not task={self.task}")
+        if modality not in ("image", "detection"):
             image_only = {"model_weights": self.model_weights is not None, "augment": self.augment != "light",
                           "mixup": mixing, "data.image_size": self.data.image_size is not None}
             used = [key for key, set_ in image_only.items() if set_]
@@ -154,7 +169,7 @@ class Config(_Section):
                 raise ValueError(f"{used[0]} applies to image tasks, not task={self.task}")
         audio = {"data.max_seconds": self.data.max_seconds is not None and modality != "audio",
                  "strategy.train_feature_encoder": self.strategy.train_feature_encoder and modality not in
-                 ("audio", "speech"),
+                 ("audio", "speech", "detection"),
                  "head": self.head is not None and modality in ("audio", "speech")}
         used = [key for key, set_ in audio.items() if set_]
         if used:

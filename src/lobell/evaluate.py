@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lobell.problems import MINIMISED, MULTI_LABEL_THRESHOLD, Problem, is_minimised, make_problem
+from lobell.problems.base import collects_outputs
 
 
 def probabilities(logits: np.ndarray, problem: str) -> np.ndarray:
@@ -39,7 +40,13 @@ def write_predictions(path, inputs: list, logits: np.ndarray, targets: np.ndarra
 
     from lobell.run_dir import atomic_write_text
 
-    records = _problem(problem, labels).records(logits, targets)
+    problem = _problem(problem, labels)
+    records = problem.records(logits, targets)
+    if collects_outputs(problem):  # boxes, not logits: no per-example loss outside training mode
+        lines = [json.dumps({"index": i, "input": str(item), **record}) for i, (item, record) in
+                 enumerate(zip(inputs, records))]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        return
     lines = []
     for i, (item, record) in enumerate(zip(inputs, records)):
         loss = float(loss_fn(torch.from_numpy(logits[i : i + 1]), torch.from_numpy(targets[i : i + 1])))

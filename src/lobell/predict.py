@@ -14,7 +14,8 @@ from lobell.errors import LobellError
 from lobell.problems import make_problem
 from lobell.run_dir import check_run_dir
 from lobell.tasks import build_dataset, build_loader, data_reader, input_column, load_adapter, parse_task
-from lobell.training.loop import predict_logits
+from lobell.problems.base import collects_outputs
+from lobell.training.loop import collect_outputs
 from lobell.training.accelerator import make_accelerator
 
 
@@ -49,25 +50,39 @@ class Predictor:
         return input_column(self.cfg, self.modality)
 
     def logits(self, inputs: list, reporter: Reporter | None = None) -> np.ndarray:
-        """Raw outputs for `inputs`, in their order."""
-        dummy = self.task.dummy_targets(len(inputs))  # no targets to compare with
+        """Raw outputs for `inputs`, in their order (detection: boxes, labels and scores per image)."""
+        return self.outputs(inputs, reporter)[0]
+
+    def outputs(self, inputs: list, reporter: Reporter | None = None, targets=None) -> tuple:
+        """(outputs, targets) for `inputs` in their order; `targets` None: no targets to compare with."""
+        targets = self.task.dummy_targets(len(inputs)) if targets is None else targets
         reporter = reporter or Reporter(quiet=True)
-        dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), dummy, "input"), reporter=reporter)
+        dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), targets, "input"), reporter=reporter)
         accelerator = make_accelerator(self.cfg.precision)
         loader = accelerator.prepare(build_loader(self.cfg, self.adapter, dataset, train=False))
         model = accelerator.prepare_model(self.adapter.model, evaluation_mode=True)
-        logits, _, _ = predict_logits(accelerator, self.adapter, model, loader, reporter, description="predict")
+        outputs, collected = collect_outputs(accelerator, self.adapter, model, loader, reporter, self.task,
+                                             description="predict")
         self.adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-        return logits
+        return outputs, collected
 
-    def predict_table(self, inputs: list, reporter: Reporter | None = None) -> pd.DataFrame:
-        """One row per input: the prediction and its probability (or the value, for regression)."""
-        return self.task.table(self.logits(inputs, reporter))  # multi-task: a column block per task
+    def predict_table(self, inputs: list, reporter: Reporter | None = None, threshold: float | None = None
+                      ) -> pd.DataFrame:
+        """One row per input: the prediction and its probability (or the value, for regression; detection:
+        the boxes scoring at least `threshold`, their label names and scores)."""
+        outputs = self.logits(inputs, reporter)
+        if threshold is not None:
+            if not collects_outputs(self.task):
+                raise LobellError("--threshold applies to object-detection runs (the lowest box score kept)")
+            return self.task.table(outputs, threshold)
+        return self.task.table(outputs)  # multi-task: a column block per task
 
     def evaluate_file(self, path: Path, reporter: Reporter | None = None) -> dict[str, float]:
         if self.cfg.tasks is not None:
             return evaluate_task_file(self, path, reporter)
         read = data_reader(self.cfg, self.modality)
+        if collects_outputs(self.task):  # boxes: read with the run's classes, scored on the model's outputs
+            return evaluate_collected(self, read, path, reporter)
         inputs, raw, _ = read(path, self.input_column(), self.cfg.data.label_column, self.problem)
         _report_skipped(read)
         targets = self._encode(raw, path)
@@ -78,6 +93,19 @@ class Predictor:
 
     def _encode(self, raw: list, path: Path) -> np.ndarray:
         return TargetEncoder(self.problem, self.labels, self.cfg.data.label_column).encode(raw, path)
+
+
+def evaluate_collected(predictor, read, path, reporter=None) -> dict:
+    """`lobell evaluate` for a problem that collects its own outputs (detection: mAP on a labelled data set)."""
+    read.class_names = predictor.labels
+    inputs, raw, _ = read(path, predictor.input_column(), predictor.cfg.data.label_column, predictor.problem)
+    if raw is None:
+        raise LobellError(f"data '{path}' holds images without boxes; evaluate needs a COCO, YOLO or VOC data set")
+    _report_skipped(read)
+    outputs, targets = predictor.outputs(inputs, reporter, np.array(raw, dtype=object))
+    metrics = predictor.task.metrics(outputs, targets)
+    metrics["examples"] = len(inputs)
+    return metrics
 
 
 def evaluate_task_file(predictor, path, reporter=None) -> dict[str, float]:
@@ -121,9 +149,11 @@ def _read_model_info(run_dir: Path, info_path: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise LobellError(f"run folder '{run_dir}': {info_path.name} in model/ cannot be read ({exc}); the model "
                           f"folder is damaged: train again") from None
-    if not isinstance(info, dict) or info.get("modality") not in ("text", "image", "audio", "speech"):
-        raise LobellError(f"run folder '{run_dir}': model/{info_path.name} names no modality (text, image, audio or "
-                          f"speech); the model folder is damaged: train again")
+    from lobell.tasks import MODALITIES
+
+    if not isinstance(info, dict) or info.get("modality") not in MODALITIES:
+        raise LobellError(f"run folder '{run_dir}': model/{info_path.name} names no modality "
+                          f"({', '.join(MODALITIES)}); the model folder is damaged: train again")
     return info
 
 

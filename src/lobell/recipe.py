@@ -119,6 +119,11 @@ def _layers(p: Profile) -> Choice:
         return Choice("L", "Layers", {"strategy.name": "full"},
                       "CTC fine-tuning trains every transformer block even on minutes of speech (wav2vec2 paper); "
                       "the CNN feature encoder stays frozen (strategy.train_feature_encoder)")
+    if p.problem == "detection":
+        return Choice("L", "Layers", {"strategy.name": "full"},
+                      "a detector's neck and heads are new and large, and boxes need the backbone's features to "
+                      "adapt: every group trains except the stem (torchvision's own fine-tuning keeps its first "
+                      "layers frozen), pre-trained groups at a lower LR")
     if p.n_train < SMALL:
         return Choice("L", "Layers", {"strategy.name": "feature-extraction"},
                       f"{p.n_train} examples (< {SMALL}) are too few to move {p.params / 1e6:.0f}M pre-trained weights "
@@ -154,6 +159,10 @@ def _batch(p: Profile) -> Choice:
     if p.modality in ("audio", "speech"):
         return Choice("B", "Batch size", {"batch_size": 16},
                       "16 clips: audio is long (50 frames a second); set batch_size=auto to fill a GPU")
+    if p.problem == "detection":
+        return Choice("B", "Batch size", {"batch_size": 8},
+                      "8 images: torchvision's detection reference trains 2 images per GPU on 8 GPUs (16), and "
+                      "detection images are large; set batch_size to what fits")
     if p.modality == "text":
         size = 16 if p.n_train < MEDIUM else 32
         why = f"{p.n_train} examples: 16 gives more update steps" if size == 16 else "32, the top of BERT's 16-32"
@@ -193,6 +202,9 @@ def _loss(p: Profile) -> Choice:
                       "MSE), weighted by tasks[].loss_weight")
     if p.problem == "ctc":
         return Choice("L", "Loss", {"loss.name": "auto"}, "transcripts: CTC over the audio frames (auto = ctc)")
+    if p.problem == "detection":
+        return Choice("L", "Loss", {"loss.name": "auto"}, "the detector's own losses, summed: classification and box "
+                      "regression (Faster R-CNN adds the RPN's objectness and boxes; FCOS centre-ness)")
     if p.problem == "multi-label":
         return Choice("L", "Loss", {"loss.name": "bce"}, "several labels per example: binary cross-entropy per label")
     if p.problem == "regression":

@@ -18,6 +18,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "audio-multi-label": ("audio", "multi-label"),
     "audio-regression": ("audio", "regression"),
     "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
+    "object-detection": ("detection", "detection"),  # boxes through a torchvision detector (docs/detection.md)
 }
 
 # problem -> the metrics its `metrics()` returns (plus the loss): what early_stopping.monitor may name.
@@ -26,4 +27,5 @@ METRICS: dict[str, tuple[str, ...]] = {
     "multi-label": ("accuracy", "f1_micro", "f1_macro", "loss"),
     "regression": ("rmse", "mae", "r2", "pearson", "loss"),
     "ctc": ("wer", "cer", "loss"),  # speech recognition: word/character error rates
+    "detection": ("map", "map_50", "map_75", "mar_100"),  # COCO mAP@[.5:.95], mAP@.5, ...; no validation loss
 }

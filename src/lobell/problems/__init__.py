@@ -9,6 +9,7 @@ from __future__ import annotations
 from lobell.problems.base import MINIMISED, MULTI_LABEL_THRESHOLD, Problem, is_minimised, monitor_for
 from lobell.problems.classification import Classification
 from lobell.problems.ctc import CTC
+from lobell.problems.detection import Detection
 from lobell.problems.multilabel import MultiLabel
 from lobell.problems.regression import Regression
 
@@ -17,6 +18,7 @@ PROBLEMS: dict[str, type] = {
     "multi-label": MultiLabel,
     "regression": Regression,
     "ctc": CTC,
+    "detection": Detection,
 }
 
 

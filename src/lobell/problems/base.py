@@ -67,6 +67,20 @@ class Problem(Protocol):
         """`lobell predict`'s columns (a pandas DataFrame), one row per input."""
 
 
+@runtime_checkable
+class CollectsOutputs(Protocol):
+    """Optional: a problem whose outputs are not one row of logits per example (detection: a variable
+    number of boxes per image) gathers them itself; the runner, `evaluate` and `predict` then pass
+    its `collect` result to `metrics`, `records` and `table` instead of gathered logits, and the
+    validation metrics hold no `loss` (such a model computes its loss only in training mode)."""
+
+    def collect(self, accelerator, adapter, model, loader, reporter, description: str = "evaluate") -> tuple: ...
+
+
+def collects_outputs(problem) -> bool:
+    return isinstance(problem, CollectsOutputs)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)

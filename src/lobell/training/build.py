@@ -27,7 +27,8 @@ from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_s
 from lobell.training import checkpoint as ckpt
 from lobell.training import distill, faults
 from lobell.training.feature_cache import build_feature_cache
-from lobell.training.loop import EarlyStopping, predict_logits
+from lobell.problems.base import collects_outputs
+from lobell.training.loop import EarlyStopping, collect_outputs
 from lobell.training.losses import loss_for
 from lobell.training.speed import use_channels_last
 
@@ -75,13 +76,15 @@ class Run:
 
     def evaluate(self, model, loader, step_adapter=None) -> dict[str, float]:
         with faults.out_of_memory_as_user_error("eval_batch_size", self.resolved.eval_batch_size, "evaluation"):
-            logits, targets, _ = predict_logits(self.accelerator, step_adapter or self.adapter, model, loader,
-                                                self.reporter)
+            logits, targets = collect_outputs(self.accelerator, step_adapter or self.adapter, model, loader,
+                                              self.reporter, self.problem)
         return run_metrics(self.problem, logits, targets, self.loss_fn)
 
 
 def run_metrics(problem, logits, targets, loss_fn) -> dict[str, float]:
     metrics = problem.metrics(logits, targets)
+    if collects_outputs(problem):  # outputs are not logits: no loss outside training mode
+        return metrics
     metrics["loss"] = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
     return metrics
 

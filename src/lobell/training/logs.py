@@ -41,7 +41,8 @@ def timing_summary(totals: dict, wall: float, feature_cache: dict | None = None)
 
 
 def fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    """The scalar metrics (per-class tables such as detection's AP per class stay in metrics.json)."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
 
 
 def print_summary(reporter: Reporter, results: dict, monitor: str, timing: dict, run_dir: Path) -> None:

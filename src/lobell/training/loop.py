@@ -116,6 +116,17 @@ def predict_logits(accelerator: Accelerator, adapter, model, loader, reporter: R
     return logits_all[order], _concatenate(targets, -100).numpy()[order], torch.cat(indices).numpy()[order]
 
 
+def collect_outputs(accelerator: Accelerator, adapter, model, loader, reporter: Reporter, problem,
+                    description: str = "evaluate") -> tuple:
+    """(outputs, targets) in dataset order: gathered logits, or the problem's own outputs (problems/base.py)."""
+    from lobell.problems.base import collects_outputs
+
+    if collects_outputs(problem):
+        return problem.collect(accelerator, adapter, model, loader, reporter, description)
+    logits, targets, _ = predict_logits(accelerator, adapter, model, loader, reporter, description)
+    return logits, targets
+
+
 def _concatenate(parts: list[torch.Tensor], pad: float) -> torch.Tensor:
     """Batches stacked; sequence outputs (CTC frames: padding is 0, which marks a frame as not audio;
     transcripts: -100) are padded to the longest first."""

@@ -32,7 +32,7 @@ from lobell.training import distill, faults, signals
 from lobell.training.accelerator import make_accelerator, resolve_precision  # noqa: F401 (re-exported)
 from lobell.training.build import Resume, Run, build_run, ddp_handlers, load_resume, run_metrics
 from lobell.training.logs import fmt, freeze_report, print_summary, timing_summary
-from lobell.training.loop import predict_logits, train_epoch
+from lobell.training.loop import collect_outputs, train_epoch
 from lobell.training.optim import build_optimizer, build_scheduler
 
 
@@ -265,7 +265,7 @@ def finish_run(run: Run, progress: Progress) -> RunResult:
     for name in ("validation", "test"):
         if name in run.prepared:
             step_adapter, loader = final.get(name, (run.adapter, run.prepared[name]))
-            logits, targets, _ = predict_logits(accelerator, step_adapter, model, loader, run.reporter)
+            logits, targets = collect_outputs(accelerator, step_adapter, model, loader, run.reporter, run.problem)
             results[name] = run_metrics(run.problem, logits, targets, run.loss_fn)
             outputs[name] = (logits, targets)
     results["timing"] = timing_summary(state.timing, time.perf_counter() - progress.started, run.features.summary())
