@@ -67,17 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="where to save the plot (default: OUTPUT_DIR/lr_find.png)")
     command("recipe", _recipe, "print the six LO-BELL choices lobell would make for this config and data, and why",
             config=True)
-    p = command("predict", _predict, "predict with a finished run's model")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column, or (image "
-                   "tasks) a folder of images, or (audio tasks) a folder of audio files or one audio file")
-    p.add_argument("--output", type=Path, default=None, help="where to write the predictions: .jsonl for JSON "
-                   "lines, else CSV (default: CSV on stdout)")
-    p.add_argument("--threshold", type=float, default=None, help="object detection: the lowest box score kept "
-                   "(default 0.5)")
-    p.add_argument("--draw", type=Path, default=None, help="object detection: write each image with its boxes "
-                   "into this folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _predict_arguments(command("predict", _predict, "predict with a finished run's model"))
     p = command("evaluate", _evaluate, "print a finished run's metrics on a labelled data file, as JSON")
     p.add_argument("run_dir", type=Path)
     p.add_argument("data", type=Path)
@@ -100,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     _serve_arguments(command("serve", _serve, "serve a finished run's model over HTTP: POST /predict (batched), "
                              "/info, /health, and a page at / to try it"))
     return parser
+
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    """`lobell predict`'s options."""
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("input", type=Path, help="a .csv/.jsonl/.parquet file with the run's input column, or (image "
+                   "tasks) a folder of images, or (audio tasks) a folder of audio files or one audio file")
+    p.add_argument("--output", type=Path, default=None, help="where to write the predictions: .jsonl for JSON "
+                   "lines, else CSV (default: CSV on stdout)")
+    p.add_argument("--threshold", type=float, default=None, help="object detection: the lowest box score kept "
+                   "(default 0.5)")
+    p.add_argument("--draw", type=Path, default=None, help="object detection: write each image with its boxes "
+                   "into this folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
