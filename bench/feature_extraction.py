@@ -79,7 +79,7 @@ def prepare(work: Path, sizes: dict) -> dict:
 
 def run_lobell(settings: dict, modality: str) -> dict:
     from lobell.config import load_config
-    from lobell.train.runner import train
+    from lobell.training.runner import train
 
     files = settings["images" if modality == "image" else "texts"]
     common = [f"data.train={files['train']}", f"data.validation={files['validation']}", f"data.test={files['test']}",

@@ -74,7 +74,7 @@ def train_minilm(work: Path, examples: int) -> dict:
     from safetensors.torch import load_file
 
     from lobell.config import load_config
-    from lobell.train.runner import train
+    from lobell.training.runner import train
 
     frame = pd.read_csv(_common.ASSETS / "rotten_tomatoes" / "train.csv").sample(n=examples, random_state=0)
     frame.to_csv(work / "train.csv", index=False)
@@ -98,7 +98,7 @@ def _precision(run_dir: Path) -> str:
     """The precision the run resolved `auto` to (the runner logs it; recomputed the same way here)."""
     import yaml
 
-    from lobell.train.runner import resolve_precision
+    from lobell.training.runner import resolve_precision
 
     setting = yaml.safe_load((run_dir / "config.yaml").read_text())["precision"]
     resolved = resolve_precision(setting)

@@ -104,7 +104,7 @@ def resolved_recipe(overrides: list[str]):
 
 def run_lobell(settings: dict) -> dict:
     from lobell.config import load_config
-    from lobell.train.runner import train
+    from lobell.training.runner import train
 
     started = time.perf_counter()
     run_dir = Path(settings["files"]["train"]).parent / f"lobell-run-{time.time_ns()}"

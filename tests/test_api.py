@@ -81,3 +81,19 @@ def test_fit_accepts_a_custom_loss_function(tiny_bert, data, tmp_path):
     clf = TextClassifier(str(tiny_bert), labels=["neg", "pos"], output_dir=str(tmp_path / "run"))
     clf.fit(*data, epochs=1, loss_fn=loss_fn, **FAST)
     assert sum(calls) >= 400, "the custom loss saw every training example"
+
+
+def test_bert_fine_tuner_keeps_the_notes_signature(tiny_bert, data, tmp_path):
+    import inspect
+
+    import lobell
+    from lobell import BERTFineTuner
+
+    assert "BERTFineTuner" in lobell.__all__ and issubclass(BERTFineTuner, TextClassifier)
+    assert list(inspect.signature(BERTFineTuner.prepare_data).parameters)[:3] == ["self", "texts", "labels"]
+    assert inspect.signature(BERTFineTuner.train).parameters["num_epochs"].default == 3
+    tuner = BERTFineTuner(model_name=str(tiny_bert), num_classes=2, output_dir=str(tmp_path / "run"))
+    train, val = tuner.prepare_data(data[0], [1 if y == "pos" else 0 for y in data[1]])
+    metrics = tuner.train(train, val, num_epochs=3, **FAST)
+    assert metrics["validation"]["accuracy"] > 0.85 > metrics["before"]["accuracy"]
+    assert tuner.predict(["a great movie", "a dull movie"]) == [1, 0]

@@ -20,8 +20,8 @@ from lobell.data.splits import load_splits
 from lobell.data.tables import read_table
 from lobell.data.text import TokenizedText, truncation_notes
 from lobell.errors import LobellError
-from lobell.train import checkpoint as ckpt
-from lobell.train import faults
+from lobell.training import checkpoint as ckpt
+from lobell.training import faults
 
 # Training steps at which the `nan_after_steps` loss below turns to NaN (set by a test).
 NAN_AT_STEP = {"step": 0, "seen": 0}
@@ -315,7 +315,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny_bert,
 
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_bert, small_files, tmp_path, capsys,
                                                                      monkeypatch):
-    from lobell.train import checkpoint
+    from lobell.training import checkpoint
 
     real_save, calls = checkpoint.save_file, []
 

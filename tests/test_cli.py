@@ -22,7 +22,11 @@ def test_train_then_predict_and_evaluate(text_overrides, sentiment_files, tmp_pa
     truth = pd.read_csv(sentiment_files["test"])
     assert len(preds) == len(truth) and list(preds.columns) == ["text", "prediction", "probability"]
     assert ((preds.prediction == truth.label).mean()) > 0.85
-    assert preds.probability.between(0.5, 1.0).all()
+    # The probability is the predicted class's softmax, as the run's own predictions file says for the
+    # same texts (a 2-class argmax probability is always >= 0.5, so that alone would prove nothing).
+    own = {r["input"]: r["probability"] for r in map(json.loads, (run / "predictions_test.jsonl").read_text().splitlines())}
+    assert preds.probability.tolist() == pytest.approx([own[text] for text in preds.text], abs=1e-4)
+    assert preds.probability.nunique() > 1
     capsys.readouterr()
     assert main(["evaluate", str(run), str(sentiment_files["test"])]) == 0
     metrics = json.loads(capsys.readouterr().out)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from lobell.cli import main
 from lobell.config import load_config
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -10,7 +10,7 @@ import pytest
 from conftest import packaged_minilm
 from lobell.config import load_config
 from lobell.demo import ASSETS
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 pytestmark = pytest.mark.slow
 

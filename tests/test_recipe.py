@@ -10,8 +10,8 @@ import torch
 from lobell.config import load_config
 from lobell.errors import LobellError
 from lobell.recipe import Profile, apply, decide
-from lobell.train.batch_finder import find_batch_size
-from lobell.train.runner import train
+from lobell.training.batch_finder import find_batch_size
+from lobell.training.runner import train
 
 
 def _values(choices) -> dict:
@@ -93,7 +93,7 @@ def test_batch_size_auto_and_gradient_accumulation(text_overrides, tmp_path):
 @pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam),
                                        ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop)])
 def test_each_optimizer_gets_its_groups_and_settings(name, cls):
-    from lobell.train.optim import build_optimizer
+    from lobell.training.optim import build_optimizer
 
     cfg = load_config(None, [f"optimizer.name={name}", "optimizer.nesterov=true", "optimizer.momentum=0.8"]).optimizer
     weight, bias = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
@@ -111,7 +111,7 @@ def test_each_optimizer_gets_its_groups_and_settings(name, cls):
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "rmsprop"])
 def test_fused_optimizers_make_the_same_update(name):
-    from lobell.train.optim import build_optimizer
+    from lobell.training.optim import build_optimizer
 
     cfg = load_config(None, [f"optimizer.name={name}", "optimizer.momentum=0.9"]).optimizer
     torch.manual_seed(0)
@@ -133,7 +133,7 @@ def test_fused_optimizers_make_the_same_update(name):
 def test_the_fused_switch_reaches_the_training_optimizer(text_overrides, monkeypatch, switch, fused):
     import importlib
 
-    optim, runner = (importlib.import_module(f"lobell.train.{name}") for name in ("optim", "runner"))
+    optim, runner = (importlib.import_module(f"lobell.training.{name}") for name in ("optim", "runner"))
     built = []
 
     def spy(*args, **kwargs):
@@ -186,7 +186,7 @@ def test_custom_loss_from_config_and_from_python(text_overrides, sentiment_files
 
 def test_lr_finder_leaves_the_model_untouched(text_overrides, tmp_path):
     from lobell.tasks import build_adapter
-    from lobell.train.lr_find import find_lr, lr_range_test
+    from lobell.training.lr_find import find_lr, lr_range_test
 
     cfg = load_config(None, text_overrides + [f"output_dir={tmp_path / 'lrf'}"])
     finding, path = find_lr(cfg, steps=40)

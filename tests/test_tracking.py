@@ -85,7 +85,7 @@ def test_flattened_config_holds_only_values_trackers_accept():
 
 
 def test_a_training_run_logs_every_epoch_to_tensorboard(text_overrides, tmp_path):
-    from lobell.train.runner import train
+    from lobell.training.runner import train
 
     run = train(load_config(None, [*text_overrides, "epochs=1", "data.max_train_samples=100",
                                    "tracking=tensorboard"]), quiet=True).run_dir

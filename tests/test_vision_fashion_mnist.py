@@ -10,7 +10,7 @@ import pytest
 from lobell.config import load_config
 from lobell.data.image import save_image_folder
 from lobell.models.hub import PACKAGED_WEIGHTS, package_dir
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 NPZ = Path(__file__).resolve().parents[1] / "src/lobell/assets/fashion_mnist/fashion_mnist_subset.npz"
 

@@ -107,8 +107,6 @@ def _config(args):
 
 
 def _train(args) -> int:
-    from lobell.train.runner import train
-
     if args.processes and args.processes > 1:
         from lobell.launch import launch
 
@@ -123,9 +121,14 @@ def _train(args) -> int:
         if not config_path.is_file():
             raise LobellError(f"run folder '{args.resume}' has no config.yaml: it is not a lobell run folder")
         cfg = load_config(config_path, [f"output_dir={args.resume}"])
+        from lobell.training.runner import train
+
         train(cfg, quiet=args.quiet, resume=True)
         return 0
-    train(_config(args), quiet=args.quiet)
+    cfg = _config(args)
+    from lobell.training.runner import train
+
+    train(cfg, quiet=args.quiet)
     return 0
 
 
@@ -140,34 +143,37 @@ def _relaunch_args(args) -> list[str]:
 
 
 def _validate(args) -> int:
+    cfg = _config(args)  # config errors answer before torch is imported
     from lobell.validate import validate_run_config
 
-    cfg = _config(args)
     for line in validate_run_config(cfg):
         print(line)
     return 0
 
 
 def _lr_find(args) -> int:
-    from lobell.train.lr_find import find_lr
+    cfg = _config(args)
+    from lobell.training.lr_find import find_lr
 
-    finding, path = find_lr(_config(args), steps=args.steps, output=args.plot)
+    finding, path = find_lr(cfg, steps=args.steps, output=args.plot)
     print(f"suggested optimizer.lr={finding.suggestion:.2e} ({finding.rule}); swept {finding.lrs[0]:.1e}.."
           f"{finding.lrs[-1]:.1e} over {len(finding.lrs)} steps; plot: {path}")
     return 0
 
 
 def _recipe(args) -> int:
+    cfg = _config(args)  # config errors answer before torch is imported
     from lobell.validate import describe_recipe
 
-    print(describe_recipe(_config(args)))
+    print(describe_recipe(cfg))
     return 0
 
 
 def _layers(args) -> int:
+    cfg = _config(args)  # config errors answer before torch is imported
     from lobell.validate import describe_layers
 
-    print(describe_layers(_config(args)))
+    print(describe_layers(cfg))
     return 0
 
 

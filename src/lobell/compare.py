@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lobell.config import STRATEGIES, Config, validate_config
+from lobell.config import STRATEGIES, Config, with_overrides
 from lobell.console import Reporter
 from lobell.errors import LobellError, nearest
 from lobell.report import html, plots
@@ -42,7 +42,7 @@ def compare(cfg: Config, strategies: list[str], seeds: int = 1, quiet: bool = Fa
             invalid (checked for every run before the first one starts).
     """
     from lobell.tasks import load_task_splits, parse_task
-    from lobell.train.runner import train
+    from lobell.training.runner import train
 
     runs = plan_runs(cfg, strategies, seeds)
     base = Path(runs[0][2].output_dir).parent
@@ -76,13 +76,11 @@ def plan_runs(cfg: Config, strategies: list[str], seeds: int) -> list[tuple[str,
         raise LobellError(f"--seeds {seeds}: at least one run per strategy is needed")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(cfg.output_dir) if cfg.output_dir is not None else Path("runs") / f"compare-{stamp}"
-    raw = cfg.model_dump(mode="json", exclude_unset=True)  # unset keys keep their task-dependent defaults
     runs = []
     for name in strategies:
         for seed in range(cfg.seed, cfg.seed + seeds):
-            settings = {**raw, "strategy": {**raw.get("strategy", {}), "name": name}, "seed": seed,
-                        "output_dir": str(base / f"{name}-seed{seed}")}
-            runs.append((name, seed, validate_config(settings, source=f"strategy {name}")))
+            settings = {"strategy.name": name, "seed": seed, "output_dir": str(base / f"{name}-seed{seed}")}
+            runs.append((name, seed, with_overrides(cfg, settings, source=f"strategy {name}")))
     return runs
 
 

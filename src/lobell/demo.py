@@ -9,7 +9,7 @@ from lobell.config import load_config
 from lobell.data.image import npz_image_folders
 from lobell.errors import LobellError
 from lobell.models.hub import PACKAGED, PACKAGED_WEIGHTS, package_dir
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

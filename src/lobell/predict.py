@@ -11,11 +11,11 @@ from lobell.config import Config, load_config
 from lobell.console import Reporter
 from lobell.data.splits import Split, TargetEncoder
 from lobell.errors import LobellError
-from lobell.evaluate import compute_metrics, probabilities
+from lobell.problems import make_problem
 from lobell.run_dir import check_run_dir
 from lobell.tasks import build_dataset, build_loader, data_reader, input_column, load_adapter, parse_task
-from lobell.train.loop import predict_logits
-from lobell.train.runner import make_accelerator
+from lobell.training.loop import predict_logits
+from lobell.training.accelerator import make_accelerator
 
 
 class Predictor:
@@ -30,6 +30,7 @@ class Predictor:
             from lobell.data.multitask import TaskHeads
 
             self.labels = TaskHeads.from_spec(adapter.head, cfg.loss.label_smoothing)
+        self.task = make_problem(self.problem, self.labels)  # `problem` stays the name, as callers read it
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -49,11 +50,7 @@ class Predictor:
 
     def logits(self, inputs: list, reporter: Reporter | None = None) -> np.ndarray:
         """Raw outputs for `inputs`, in their order."""
-        width = 1 if self.labels is None else len(self.labels)
-        dummy = np.zeros((len(inputs), width) if self.problem == "multi-label" else len(inputs),
-                         dtype=np.int64 if self.problem == "classification" else np.float32)
-        if self.problem == "ctc":  # no transcripts to compare with
-            dummy = np.full(len(inputs), "", dtype=object)
+        dummy = self.task.dummy_targets(len(inputs))  # no targets to compare with
         reporter = reporter or Reporter(quiet=True)
         dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), dummy, "input"), reporter=reporter)
         accelerator = make_accelerator(self.cfg.precision)
@@ -65,44 +62,42 @@ class Predictor:
 
     def predict_table(self, inputs: list, reporter: Reporter | None = None) -> pd.DataFrame:
         """One row per input: the prediction and its probability (or the value, for regression)."""
-        logits = self.logits(inputs, reporter)
-        if self.cfg.tasks is not None:  # a column block per task
-            from lobell.models.multitask import task_table
-
-            return task_table(self.labels, logits)
-        if self.problem == "ctc":  # labels: the character vocabulary
-            from lobell.transcripts import greedy_transcripts
-
-            return pd.DataFrame({"transcript": greedy_transcripts(logits, self.labels)})
-        probs = probabilities(logits, self.problem)
-        if self.problem == "classification":
-            best = probs.argmax(axis=1)
-            return pd.DataFrame({"prediction": [self.labels[i] for i in best],
-                                 "probability": probs[np.arange(len(best)), best]})
-        if self.problem == "multi-label":
-            chosen = ["|".join(n for n, p in zip(self.labels, row) if p >= 0.5) for row in probs]
-            table = pd.DataFrame({"prediction": chosen})
-            for i, name in enumerate(self.labels):
-                table[f"probability_{name}"] = probs[:, i]
-            return table
-        return pd.DataFrame({"prediction": probs})
+        return self.task.table(self.logits(inputs, reporter))  # multi-task: a column block per task
 
     def evaluate_file(self, path: Path, reporter: Reporter | None = None) -> dict[str, float]:
         if self.cfg.tasks is not None:
-            from lobell.models.multitask import evaluate_task_file
-
             return evaluate_task_file(self, path, reporter)
         read = data_reader(self.cfg, self.modality)
         inputs, raw, _ = read(path, self.input_column(), self.cfg.data.label_column, self.problem)
         _report_skipped(read)
         targets = self._encode(raw, path)
         logits = self.logits(inputs, reporter)
-        metrics = compute_metrics(logits, targets, self.problem, self.labels)
+        metrics = self.task.metrics(logits, targets)
         metrics["examples"] = len(inputs)
         return metrics
 
     def _encode(self, raw: list, path: Path) -> np.ndarray:
         return TargetEncoder(self.problem, self.labels, self.cfg.data.label_column).encode(raw, path)
+
+
+def evaluate_task_file(predictor, path, reporter=None) -> dict[str, float]:
+    """`lobell evaluate` for a multi-task run: every task's metrics and the weighted loss on a labelled file."""
+    import torch
+
+    from lobell.data.multitask import read_task_columns
+    from lobell.problems.multitask import MultiTaskLoss, task_metrics
+
+    heads = predictor.labels
+    read = data_reader(predictor.cfg, predictor.modality)
+    inputs, raws = read_task_columns(predictor.cfg, read, path, predictor.input_column())
+    blocks = [TargetEncoder(task.kind, task.labels, task.label_column).encode(raw, path) for task, raw in
+              zip(heads.tasks, raws)]
+    targets = np.concatenate([b.astype(np.float32).reshape(len(inputs), -1) for b in blocks], axis=1)
+    logits = predictor.logits(inputs, reporter)
+    metrics = task_metrics(heads, logits, targets)
+    metrics["loss"] = float(MultiTaskLoss(heads)(torch.from_numpy(logits), torch.from_numpy(targets)))
+    metrics["examples"] = len(inputs)
+    return metrics
 
 
 def read_prediction_inputs(predictor: Predictor, path: Path) -> tuple[list, pd.DataFrame]:

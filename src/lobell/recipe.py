@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from lobell.config import Config, validate_config
+from lobell.config import Config, with_overrides
+from lobell.registry import TASKS
 
 # Training-set sizes where the strategy changes: below SMALL, too little data to move millions of
 # pre-trained weights without over-fitting; up to MEDIUM, unfreeze gradually from the top.
@@ -59,9 +60,7 @@ class Choice:
 
 def profile_of(cfg: Config, splits, adapter, probe: bool = False) -> Profile:
     """What the recipe looks at; `probe=True` also measures the domain distance (needs loaded weights)."""
-    modality, _, problem = cfg.task.partition("-")
-    problem = {"classification": "classification", "multi-label": "multi-label", "recognition": "ctc"}.get(
-        problem, "regression")
+    modality, problem = TASKS[cfg.task]
     problem = "multi-task" if cfg.tasks is not None else problem
     params = sum(p.numel() for p in adapter.model.parameters())
     family = "encoder" if modality in ("text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower() else "cnn")
@@ -135,15 +134,7 @@ def budget_of(cfg: Config) -> Budget:
 
 def apply(cfg: Config, choices: list[Choice]) -> Config:
     """`cfg` with the recipe's values for every key the user did not set."""
-    raw = cfg.model_dump(mode="json", exclude_unset=True)
-    for choice in choices:
-        for key, value in choice.values.items():
-            node = raw
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
-    return validate_config(raw, source="recipe")
+    return with_overrides(cfg, {key: value for choice in choices for key, value in choice.values.items()}, "recipe")
 
 
 def as_json(choices: list[Choice], prof: Profile) -> dict:

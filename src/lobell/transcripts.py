@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lobell.data.audio import BLANK, WORD_DELIMITER
+BLANK, UNKNOWN, WORD_DELIMITER = "<pad>", "<unk>", "|"  # transformers' Wav2Vec2CTCTokenizer conventions
 
 
 def greedy_transcripts(outputs: np.ndarray, vocabulary: list[str]) -> list[str]:

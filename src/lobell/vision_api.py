@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lobell.api import FineTuner, _restore_types, _with_settings
+from lobell.finetuner import FineTuner, restore_types, with_settings
 from lobell.config import validate_config
 from lobell.data.image import ImageReader, image_files
 from lobell.data.splits import Split, TargetEncoder
@@ -49,7 +49,7 @@ class TransferLearningModel(FineTuner):
         base = {"task": "image-classification", "model": model_name}
         if not pretrained:
             base["model_weights"] = "random"
-        config = _with_settings(validate_config(base), settings)
+        config = with_settings(validate_config(base), settings)
         adapter = build_adapter(config, "image", "classification", names)
         super().__init__(config, adapter, names)
         self._label_values = label_values
@@ -99,7 +99,7 @@ class TransferLearningModel(FineTuner):
                                                         "model": info.get("base_model", "resnet18")})
         self = cls.__new__(cls)
         FineTuner.__init__(self, config, VisionAdapter.load(directory), info["labels"])
-        self._label_values = _restore_types(info["labels"])
+        self._label_values = restore_types(info["labels"])
         self._labels_fixed = True
         return self
 

@@ -14,15 +14,15 @@ import torch
 from torch.utils.data import Dataset
 
 from lobell.data.splits import _raw_targets
-from lobell.data.tables import (media_files, missing_or_empty, read_media_folder, read_table,
+from lobell.data.tables import (missing_or_empty, read_media_folder, read_table,
                                 require_columns, resolve_paths, text_column)
 from lobell.errors import LobellError
+from lobell.problems.ctc import BLANK, UNKNOWN, WORD_DELIMITER, character_vocabulary  # noqa: F401 (re-exported)
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg"}
 # The CTC vocabulary's special tokens, in id order: the blank is <pad> at id 0 (transformers' CTC
 # models use config.pad_token_id as the blank), unknown characters map to <unk>, and `|` stands for
 # the space between words (Wav2Vec2CTCTokenizer's word delimiter).
-BLANK, UNKNOWN, WORD_DELIMITER = "<pad>", "<unk>", "|"
 # resample_poly's filter grows with the ratio's terms: an odd rate such as 16001 Hz is resampled
 # by the nearest ratio with a denominator up to this (a pitch error under 0.1%).
 _MAX_RATIO_TERM = 1000
@@ -75,11 +75,6 @@ def _read_table(path: Path, input_column: str, label_column: str | None, problem
     return paths, raw, frame
 
 
-def audio_files(folder: Path) -> list[Path]:
-    """Audio files under `folder` (recursively, sorted), skipping hidden files and folders."""
-    return media_files(folder, AUDIO_EXTENSIONS)
-
-
 def audio_problem(path: str | Path) -> str | None:
     """Why `path` cannot be used as audio (missing, empty, not a sound file, no samples), or None."""
     path = Path(path)
@@ -130,12 +125,6 @@ def _reason(exc: BaseException, path: Path) -> str:
 def normalise_transcript(text: str) -> str:
     """Lower case with single spaces: the form the character vocabulary and WER/CER use."""
     return re.sub(r"\s+", " ", str(text)).strip().lower()
-
-
-def character_vocabulary(transcripts: list[str]) -> list[str]:
-    """The CTC vocabulary in id order: blank, unknown, word delimiter, then each character seen, sorted."""
-    characters = sorted({c for text in transcripts for c in text} - {" "})
-    return [BLANK, UNKNOWN, WORD_DELIMITER, *characters]
 
 
 # --- Datasets and batches ---

@@ -218,10 +218,6 @@ class Preprocessing:
             steps.append(v2.RandomErasing(p=_ERASE_PROB))
         return v2.Compose(steps)
 
-    def describe(self) -> str:
-        return (f"resize {self.resize} ({self.interpolation}), crop {self.size}, mean "
-                f"{tuple(round(m, 3) for m in self.mean)}, std {tuple(round(s, 3) for s in self.std)}")
-
     def _mode(self) -> InterpolationMode:
         return InterpolationMode(self.interpolation)
 

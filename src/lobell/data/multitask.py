@@ -18,6 +18,7 @@ from lobell.data.splits import (Split, Splits, TargetEncoder, _check_trainable, 
                                 split_train_validation)
 from lobell.data.tables import require_columns
 from lobell.errors import LobellError
+from lobell.problems import make_problem
 
 
 @dataclass
@@ -126,7 +127,7 @@ def load_multitask_splits(cfg: Config, read, input_column: str) -> Splits:
     _check_trainable(train, None, "multi-task", notes)
     notes.append("tasks: " + ", ".join(f"{t.name} ({t.kind}, column '{t.label_column}', weight {t.loss_weight:g})"
                                        for t in heads.tasks))
-    return Splits(train, validation, test, heads, notes)
+    return Splits(train, validation, test, heads, notes, make_problem("multi-task", heads))
 
 
 def read_task_columns(cfg: Config, read, path: Path, input_column: str) -> tuple[list, list[list]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +9,9 @@ import numpy as np
 import pandas as pd
 
 from lobell.config import DataConfig
-from lobell.data.tables import (MIN_TRAIN_EXAMPLES, LabelSpace, label_strings, read_table, require_columns,
-                                row_name, split_train_validation, text_column)
+from lobell.data.tables import MIN_TRAIN_EXAMPLES, read_table, require_columns, split_train_validation, text_column
 from lobell.errors import LobellError
-
-_MULTI_LABEL_SEPARATORS = re.compile(r"\s*[|;,]\s*")
-
+from lobell.problems import PROBLEMS, Problem, make_problem
 
 @dataclass
 class Split:
@@ -36,8 +31,9 @@ class Splits:
     train: Split
     validation: Split
     test: Split | None
-    labels: list[str] | None  # class names; None for regression
+    labels: list[str] | None  # the problem's labels (class names, CTC vocabulary, TaskHeads; None for regression)
     notes: list[str]  # what was done to the data, for the log
+    problem: Problem  # what the model predicts: targets, loss, metrics, outputs (problems/)
 
 
 def read_inputs_and_targets(path: Path, input_column: str, label_column: str | None,
@@ -65,7 +61,7 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
     train_inputs, train_raw, frame = read(cfg.train, column, cfg.label_column, problem)
     encoder = TargetEncoder.fit(problem, train_raw, cfg.train, cfg.label_column)
     train = Split(train_inputs, encoder.encode(train_raw, cfg.train, frame), str(cfg.train))
-    if problem == "classification" and len(encoder.labels) < 2:
+    if len(encoder.labels or ()) < PROBLEMS[problem].min_classes:
         raise LobellError(f"data file '{cfg.train}' column '{cfg.label_column}' holds a single class "
                           f"({encoder.labels[0]!r}): classification needs at least two; add examples of the other "
                           f"class(es) or check data.label_column")
@@ -75,7 +71,7 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
         validation = Split(inputs, encoder.encode(raw, cfg.validation, frame), str(cfg.validation))
         notes += overlap_notes("validation", inputs, train_inputs)
     else:
-        stratify = train.targets if problem == "classification" else None
+        stratify = train.targets if PROBLEMS[problem].stratify else None
         train_idx, val_idx = split_train_validation(len(train), stratify, cfg.val_fraction, seed,
                                                     source=f"data file '{cfg.train}'")
         validation = train.subset(val_idx)
@@ -90,7 +86,7 @@ def load_splits(cfg: DataConfig, problem: str, seed: int, input_column: str | No
     train = _limit(train, cfg.max_train_samples, seed, notes, "train")
     validation = _limit(validation, cfg.max_eval_samples, seed, notes, "validation")
     _check_trainable(train, encoder.labels, problem, notes)
-    return Splits(train, validation, test, encoder.labels, notes)
+    return Splits(train, validation, test, encoder.labels, notes, make_problem(problem, encoder.labels))
 
 
 def _check_trainable(train: Split, labels: list[str] | None, problem: str, notes: list[str]) -> None:
@@ -98,7 +94,7 @@ def _check_trainable(train: Split, labels: list[str] | None, problem: str, notes
     if len(train) < MIN_TRAIN_EXAMPLES:
         raise LobellError(f"only {len(train)} training example(s) from '{train.source}' after the splits: training "
                           f"needs at least {MIN_TRAIN_EXAMPLES}; add data or raise data.max_train_samples")
-    if problem != "classification":
+    if not getattr(PROBLEMS.get(problem), "min_classes", 0):  # only classes can go missing (not multi-task)
         return
     absent = [labels[i] for i in sorted(set(range(len(labels))) - set(np.unique(train.targets).tolist()))]
     if len(labels) - len(absent) < 2:
@@ -117,7 +113,7 @@ def duplicate_notes(inputs: list, raw: list, source: str, problem: str) -> list[
     if repeated:
         notes.append(f"train: {repeated} duplicated row(s) in {source} (same input and label), kept; drop them if "
                      f"they are not meant to count twice")
-    if problem != "regression":
+    if PROBLEMS[problem].conflicts_matter:
         labels_of: dict[str, set] = {}
         for text, label in keys:
             labels_of.setdefault(text, set()).add(label)
@@ -152,83 +148,25 @@ def _limit(split: Split, limit: int | None, seed: int, notes: list[str], name: s
     return split.subset(keep)
 
 
-def _raw_targets(frame: pd.DataFrame, column: str, path: Path, problem: str) -> list:
-    if problem == "regression":
-        values = np.array([_number(v) for v in frame[column].tolist()], dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            held = frame[column].iloc[row]
-            held = "is empty" if _is_blank(held) else f"holds {_plain(held)!r}"
-            raise LobellError(f"data file '{path}' column '{column}' needs a finite number in every row for "
-                              f"regression, but {row_name(path, row, frame)} {held} ({int(bad.sum())} such "
-                              f"row(s)); fix or drop them")
-        return values.astype(np.float32).tolist()
-    if problem == "multi-label":
-        return [_split_labels(v) for v in frame[column].tolist()]
-    return label_strings(frame, column, path)
+def read_targets(frame: pd.DataFrame, column: str, path: Path, problem: str) -> list:
+    """The label column's raw targets as the problem reads them (problems/)."""
+    return PROBLEMS[problem].read_targets(frame, column, path)
 
 
-def _split_labels(value) -> list[str]:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(v) for v in value]
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    return [part for part in _MULTI_LABEL_SEPARATORS.split(str(value).strip()) if part]
-
-
-def _number(value) -> float:
-    """A float, or NaN for anything that is not a number (text, lists, None)."""
-    if isinstance(value, (bool, np.bool_)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _is_blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
-def _plain(value):
-    """numpy scalars as Python ones, so messages read 'x' and 3, not np.str_('x')."""
-    return value.item() if hasattr(value, "item") else value
+_raw_targets = read_targets  # the name data/image.py, data/audio.py and data/multitask.py import
 
 
 @dataclass
 class TargetEncoder:
+    """Raw targets -> the arrays a model trains on, by the problem's rules; `fit` learns the labels."""
+
     problem: str
     labels: list[str] | None
     column: str
 
     @classmethod
     def fit(cls, problem: str, raw: list, path: Path, column: str) -> TargetEncoder:
-        if problem == "regression":
-            return cls(problem, None, column)
-        if problem == "ctc":  # transcripts: the labels are the characters they use (the CTC vocabulary)
-            from lobell.data.audio import character_vocabulary
-
-            return cls(problem, character_vocabulary(raw), column)
-        values = [v for row in raw for v in row] if problem == "multi-label" else raw
-        if not values:
-            raise LobellError(f"data file '{path}' column '{column}' holds no labels")
-        return cls(problem, LabelSpace.from_values(values).names, column)
+        return cls(problem, PROBLEMS[problem].fit_labels(raw, path, column), column)
 
     def encode(self, raw: list, path: Path, frame: pd.DataFrame | None = None) -> np.ndarray:
-        if self.problem == "regression":
-            return np.asarray(raw, dtype=np.float32)
-        if self.problem == "ctc":
-            return np.asarray(raw, dtype=object)
-        space = LabelSpace(self.labels)
-        if self.problem == "classification":
-            return space.encode(raw, path, self.column, frame)
-        known = set(self.labels)
-        bad = [row for row, names in enumerate(raw) if not known.issuperset(names)]
-        if bad:
-            unknown = [name for row in bad for name in raw[row] if name not in known]
-            raise space.unknown_error(unknown, path, self.column, row_name(path, bad[0], frame), len(bad))
-        hot = np.zeros((len(raw), len(self.labels)), dtype=np.float32)
-        for row, names in enumerate(raw):
-            hot[row, space.encode(names, path, self.column)] = 1.0
-        return hot
+        return make_problem(self.problem, self.labels).encode(raw, path, self.column, frame)

@@ -15,6 +15,7 @@ from lobell.data.audio import BLANK, UNKNOWN, WORD_DELIMITER
 from lobell.errors import LobellError
 from lobell.models.hub import resolve_pretrained
 from lobell.models.text import PROBLEM_TYPES, _quiet_transformers, head_prefixes
+from lobell.problems import make_problem
 from lobell.strategies.layer_map import LayerGroup, LayerMap, build_layer_map
 
 
@@ -73,7 +74,7 @@ class AudioAdapter:
         (`labels` None); `weights=False` builds the structure only."""
         from transformers import AutoModelForAudioClassification
 
-        kwargs = {"num_labels": 1 if problem == "regression" else len(labels), "problem_type": PROBLEM_TYPES[problem]}
+        kwargs = {"num_labels": make_problem(problem, labels).num_outputs, "problem_type": PROBLEM_TYPES[problem]}
         if labels:
             kwargs.update(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
         model, extractor, new_params = _load(AutoModelForAudioClassification, name, weights, kwargs,

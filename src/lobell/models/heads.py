@@ -7,6 +7,7 @@ where the old output layer was, and load the state dict.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from lobell.errors import LobellError
@@ -56,8 +57,6 @@ def spec_for(in_features: int, head: dict) -> dict:
 def head_from_spec(spec: dict, num_outputs: int) -> nn.Module:
     """The head a spec describes: a Sequential, or one per task side by side (a multi-task spec)."""
     if "tasks" in spec:
-        from lobell.models.multitask import MultiTaskHeads
-
         return MultiTaskHeads.from_spec(spec, num_outputs)
     return build_head(spec["in_features"], num_outputs, spec["hidden"], spec["dropout"], spec["batch_norm"],
                       spec["activation"])
@@ -77,3 +76,29 @@ def last_linear(model: nn.Module, roots: tuple[str, ...]) -> str | None:
         if isinstance(module, nn.Linear) and any(name == r or name.startswith(r + ".") for r in roots):
             found = name
     return found
+
+
+class MultiTaskHeads(nn.Module):
+    """One `heads.build_head` Sequential per task, in task order; forward returns their logits side by side."""
+
+    def __init__(self, heads: dict[str, nn.Module]):
+        super().__init__()
+        self.heads = nn.ModuleDict()
+        for name, head in heads.items():
+            if hasattr(self.heads, name):  # nn.ModuleDict would refuse it with a KeyError
+                raise LobellError(f"tasks: the name {name!r} is reserved by PyTorch modules; rename that task")
+            self.heads[name] = head
+        self.out_features = sum(head[-1].out_features for head in self.heads.values())
+
+    @classmethod
+    def from_spec(cls, spec: dict, num_outputs: int | None = None) -> MultiTaskHeads:
+        """Built from a multi-task spec (heads.spec_for): `in_features` and per task its outputs and layers."""
+        heads = {task["name"]: build_head(spec["in_features"], task["outputs"], task["hidden"], task["dropout"],
+                                          task["batch_norm"], task["activation"]) for task in spec["tasks"]}
+        module = cls(heads)
+        if num_outputs is not None and module.out_features != num_outputs:
+            raise LobellError(f"the saved heads give {module.out_features} outputs but the model expects {num_outputs}")
+        return module
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head(features) for head in self.heads.values()], dim=1)

@@ -12,10 +12,11 @@ from torch import nn
 from lobell.errors import LobellError
 from lobell.models.heads import head_from_spec, last_linear, set_submodule, spec_for
 from lobell.models.hub import resolve_pretrained
+from lobell.problems import PROBLEMS
 from lobell.strategies.layer_map import LayerMap, build_layer_map
 
-PROBLEM_TYPES = {"classification": "single_label_classification",
-                  "multi-label": "multi_label_classification", "regression": "regression"}
+# transformers' config.problem_type for each problem that has one (problems/).
+PROBLEM_TYPES = {name: problem.hf_problem_type for name, problem in PROBLEMS.items() if problem.hf_problem_type}
 
 
 def head_prefixes(model: nn.Module, new_params: set[str] = frozenset()) -> list[str]:
@@ -71,7 +72,7 @@ class TextAdapter:
 
         path = resolve_pretrained(name)
         kwargs = {"num_labels": num_outputs, "problem_type": PROBLEM_TYPES[problem]}
-        if labels:
+        if labels and len(labels) == num_outputs:  # outputs that are labels (not one value over ordered labels)
             kwargs["id2label"] = dict(enumerate(labels))
             kwargs["label2id"] = {label: i for i, label in enumerate(labels)}
         try:

@@ -135,7 +135,7 @@ def _limitations(run: RunFiles) -> str:
         half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / size)
         notes.append(f"The validation set is small ({size} examples): its accuracy {p:.3f} is uncertain by about "
                      f"+-{half:.3f} (95% normal interval).")
-    if run.problem not in ("regression", "recognition") and run.labels and not run.config.get("tasks"):
+    if run.problem not in ("regression", "ctc") and run.labels and not run.config.get("tasks"):
         notes.append("It only knows the labels above and always answers with one of them, even for inputs that "
                      "fit none.")
     if run.modality == "text":

@@ -17,7 +17,6 @@ STRATEGY_WHY = {
 }
 _AUTO_LOSS = {"classification": "cross-entropy", "multi-label": "bce (binary cross-entropy per label)",
               "regression": "mse"}
-_CHOICES = ("layers", "optimizer", "batch size", "epochs", "loss", "learning rate")
 
 
 def recipe_rows(run: RunFiles) -> tuple[list[tuple[str, str, str]], str]:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from lobell.errors import LobellError
+from lobell.registry import TASKS
 
 
 @dataclass
@@ -39,7 +40,8 @@ class RunFiles:
 
     @property
     def problem(self) -> str:
-        return self.task.partition("-")[2] or "classification"
+        """The registry's problem name (classification, multi-label, regression, ctc)."""
+        return TASKS.get(self.task, (None, "classification"))[1]
 
     @property
     def labels(self) -> list[str]:

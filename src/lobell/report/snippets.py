@@ -24,6 +24,9 @@ def loading_snippet(run: RunFiles) -> str:
     return text_snippet(model_dir, run.problem)
 
 
+RAW_READ_OUT = "print(logits[0].tolist())  # the raw outputs (a problem without its own read-out line here)"
+
+
 def text_snippet(model_dir: Path, problem: str) -> str:
     """Plain transformers; a model with a `head:` section rebuilds lobell's new head before loading the weights."""
     config_path = model_dir / "config.json"
@@ -45,7 +48,7 @@ def text_snippet(model_dir: Path, problem: str) -> str:
         "classification": "print(model.config.id2label[int(logits.argmax())])",
         "multi-label": "print([model.config.id2label[i] for i, p in enumerate(logits.sigmoid()[0]) if p >= 0.5])",
         "regression": "print(float(logits[0, 0]))",
-    }[problem] if not (spec and "tasks" in spec) else task_read_out(spec)
+    }.get(problem, RAW_READ_OUT) if not (spec and "tasks" in spec) else task_read_out(spec)
     return f"""With plain transformers (no lobell needed):
 
 ```python
@@ -76,7 +79,7 @@ def image_snippet(model_dir: Path, problem: str) -> str:
     imports = "import timm\nimport torch" if timm else "import torch\nimport torchvision"
     read_out = {"classification": f"labels = {labels!r}\nprint(labels[int(logits.argmax())])",
                 "multi-label": f"labels = {labels!r}\nprint([l for l, p in zip(labels, logits.sigmoid()[0]) if p >= 0.5])",
-                "regression": "print(float(logits[0, 0]))"}[problem]
+                "regression": "print(float(logits[0, 0]))"}.get(problem, RAW_READ_OUT)
     if "tasks" in (config.get("head") or {}):  # a multi-task model: each task's block of the logits
         read_out = task_read_out(config["head"])
     return f"""With plain {config.get('library', 'torchvision')} and safetensors (no lobell needed):
@@ -159,7 +162,7 @@ class TaskHeads(nn.Module):
 
 
 def _task_heads_code(spec: dict, owner: str, child: str) -> str:
-    """A multi-task model's heads (models/multitask.py's MultiTaskHeads): one Sequential per task, side by side."""
+    """A multi-task model's heads (models/heads.py's MultiTaskHeads): one Sequential per task, side by side."""
     layers = {task["name"]: ", ".join(_head_layers(task, spec["in_features"], task["outputs"])) for task in spec["tasks"]}
     heads = "".join(f"    {name!r}: nn.Sequential({body}),\n" for name, body in layers.items())
     return (f"{_TASK_HEADS_CLASS}# lobell's heads, where the pre-trained classifier was:\n"

@@ -17,6 +17,7 @@ from torch import nn
 
 from lobell.config import LoraConfig
 from lobell.errors import LobellError
+from lobell.registry import TASKS
 from lobell.strategies.layer_map import LayerGroup, LayerMap
 
 # Group 0 of a LoRA layer map: the pre-trained weights, frozen for the whole run (plans.build_plan).
@@ -178,7 +179,7 @@ def load_unmerged(model_dir: Path, modality: str):
     the adapters (and the trained head) with peft, and merge them in memory for prediction."""
     from peft import PeftModel
 
-    from lobell.tasks import num_outputs
+    from lobell.problems import make_problem
 
     if modality != "text":
         raise LobellError(f"model folder '{model_dir}' holds LoRA adapters for a {modality} model; lobell keeps "
@@ -186,11 +187,11 @@ def load_unmerged(model_dir: Path, modality: str):
     from lobell.models.text import TextAdapter
 
     info = json.loads((Path(model_dir) / "lobell.json").read_text())
-    problem = info["task"].partition("-")[2]
+    problem = TASKS[info["task"]][1]
     labels = info.get("labels")
     spec = info.get("head")
     head = {k: spec[k] for k in ("hidden", "dropout", "batch_norm", "activation")} if spec else None
-    adapter = TextAdapter.from_pretrained(info["base_model"], num_outputs(problem, labels), problem, labels, head=head)
+    adapter = TextAdapter.from_pretrained(info["base_model"], make_problem(problem, labels).num_outputs, problem, labels, head=head)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         adapter.model = PeftModel.from_pretrained(adapter.model, str(model_dir)).merge_and_unload().eval()

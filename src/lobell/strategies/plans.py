@@ -6,7 +6,7 @@ prepares the model again at each one, so no scheduler sees a parameter group app
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -27,9 +27,6 @@ class Stage:
     epochs: int
     trainable: list[int]  # group indices, input side first
     lr_scales: dict[int, float]  # group index -> multiplier of optimizer.lr
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 def build_plan(cfg: StrategyConfig, layer_map: LayerMap, epochs: int) -> list[Stage]:

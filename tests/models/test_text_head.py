@@ -17,7 +17,7 @@ from torch import nn
 from lobell.config import load_config
 from lobell.data.text import LengthGroupedBatches
 from lobell.models.text import TextAdapter
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 HEAD = {"hidden": [16], "dropout": 0.1, "batch_norm": True, "activation": "gelu"}
 

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from lobell.config import Config, DistillConfig
 from lobell.errors import LobellError
 from lobell.evaluate import compute_metrics
+from lobell.resolve import eval_batch_size
 from lobell.tasks import build_dataset, build_loader, load_adapter, parse_task
-from lobell.train.loop import predict_logits
+from lobell.training.loop import predict_logits
 
 DISTILLATION = "distillation.json"
 
@@ -57,7 +58,7 @@ def prepare_teacher(cfg: Config, splits, accelerator, reporter) -> Teacher:
     """
     loaded = load_teacher(cfg.distill.teacher, cfg)
     order = label_order(cfg.distill.teacher, loaded, cfg.task, splits.labels)
-    eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size  # the student's: a fair speed comparison
+    eval_batch = eval_batch_size(cfg)  # the student's: a fair speed comparison
     loaded.cfg = loaded.cfg.model_copy(update={"eval_batch_size": eval_batch})
     model = accelerator.prepare_model(loaded.adapter.model, evaluation_mode=True)
     problem = parse_task(cfg.task)[1]

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from lobell.config import LossConfig
 from lobell.errors import LobellError
+from lobell.problems import PROBLEMS, Problem
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-DEFAULT_LOSS = {"classification": "cross-entropy", "multi-label": "bce", "regression": "mse", "ctc": "ctc"}
-ALLOWED = {"classification": {"cross-entropy", "bce"}, "multi-label": {"bce"}, "regression": {"mse", "huber"},
-           "ctc": {"ctc"}}
+DEFAULT_LOSS = {name: problem.default_loss for name, problem in PROBLEMS.items()}
+ALLOWED = {name: set(problem.allowed_losses) for name, problem in PROBLEMS.items()}
 
 
 def import_loss(spec: str) -> LossFn:
@@ -44,6 +44,14 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
     counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
     weights = len(targets) / (num_classes * np.maximum(counts, 1))
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def loss_for(cfg: LossConfig, problem: Problem, train_targets: np.ndarray) -> LossFn:
+    """The run's loss: the problem's own where it has one (multi-task: each head's loss, weighted),
+    else the configured or default loss for its kind."""
+    if hasattr(problem, "loss"):
+        return problem.loss()
+    return build_loss(cfg, problem.name, train_targets, problem.num_outputs)
 
 
 def build_loss(cfg: LossConfig, problem: str, train_targets: np.ndarray, num_outputs: int) -> LossFn:

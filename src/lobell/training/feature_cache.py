@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lobell.console import Reporter
+from lobell.models.base import has_feature_split
 from lobell.strategies.plans import Stage
 
 # forward_head(forward_features(x)) must reproduce forward(x) this closely (relative to the logits'
@@ -168,7 +169,7 @@ def reason_off(cfg, adapter, num_processes: int) -> str | None:
     """Why this run's inputs or setup rule caching out, or None where head-only stages may use it."""
     if not cfg.speed.cache_features:
         return "speed.cache_features=false"
-    if not hasattr(adapter, "forward_features"):
+    if not has_feature_split(adapter):
         return f"the {adapter.modality} adapter has no feature/head split"
     if adapter.modality == "image" and cfg.augment != "none":
         return f"augment '{cfg.augment}' changes the inputs every epoch (augment=none allows caching)"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from lobell.errors import LobellError
-from lobell.train.faults import is_out_of_memory
+from lobell.training.faults import is_out_of_memory
 
 
 def find_batch_size(fits: Callable[[int], None], target: int) -> tuple[int, int]:

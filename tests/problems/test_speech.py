@@ -17,8 +17,9 @@ from lobell.cli import main
 from lobell.config import load_config
 from lobell.data.audio import AudioCollator, character_vocabulary, normalise_transcript
 from lobell.models.audio import SpeechAdapter, ctc_tokenizer
-from lobell.train.losses import ctc_loss
-from lobell.train.runner import _monitor
+from lobell.training.losses import ctc_loss
+from lobell.problems import make_problem
+from lobell.resolve import resolve
 from lobell.transcripts import edit_distance, error_rates, greedy_transcripts
 
 DIGITS = ["one", "two", "three", "four"]
@@ -62,7 +63,7 @@ def test_ctc_loss_and_greedy_decoding_match_transformers(tiny_wav2vec2):
 
 def test_monitor_defaults_to_word_error_rate():
     cfg = load_config(None, ["task=speech-recognition"])
-    assert _monitor(cfg, "ctc") == "wer"
+    assert resolve(cfg, make_problem("ctc", ["<pad>", "<unk>", "|", "a"])).monitor == "wer"
 
 
 def test_ctc_overfits_spoken_digits_and_reloads_with_plain_transformers(tiny_wav2vec2, tmp_path, capsys):

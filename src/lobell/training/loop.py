@@ -149,10 +149,6 @@ class EarlyStopping:
     def should_stop(self) -> bool:
         return self.patience is not None and self.bad_epochs >= self.patience
 
-    @property
-    def best_value(self) -> float:
-        return self.sign * self.best
-
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 

@@ -19,9 +19,9 @@ from lobell.data.text import TokenizedText
 from lobell.models.text import TextAdapter
 from lobell.models.vision import VisionAdapter
 from lobell.strategies.plans import apply_stage, build_plan
-from lobell.train import runner
-from lobell.train.feature_cache import HeadOnly, cache_key, check_split, reason_off
-from lobell.train.runner import train
+from lobell.training import runner
+from lobell.training.feature_cache import HeadOnly, cache_key, check_split, reason_off
+from lobell.training.runner import train
 
 
 def _text_adapter(model_type: str, tiny_bert, pooler_is_new: bool = False) -> TextAdapter:
@@ -296,7 +296,7 @@ def test_a_cache_folder_is_reused_by_later_runs_and_invalidated_by_a_change(text
 
 
 def test_a_run_interrupted_in_a_cached_epoch_resumes_exactly(text_overrides, tmp_path, monkeypatch):
-    from lobell.train.runner import Interrupted
+    from lobell.training.runner import Interrupted
 
     common = [o for o in text_overrides if not o.startswith("output_dir=")] + [
         "strategy=feature-extraction", "epochs=2", "early_stopping.patience=null"]

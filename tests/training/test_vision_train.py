@@ -13,7 +13,7 @@ from vision_fixtures import (colour_folders, image_overrides, make_image_table, 
 
 from lobell.cli import main
 from lobell.config import load_config
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 
 @pytest.fixture(scope="module")

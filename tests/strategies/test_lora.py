@@ -16,7 +16,7 @@ from lobell.errors import LobellError
 from lobell.predict import Predictor
 from lobell.strategies.lora import FROZEN_GROUP, apply_lora
 from lobell.strategies.plans import apply_stage, build_plan
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 PEFT = "base_model.model."
 TEXTS = ["the film was good", "a boring plot and a dull actor", "quite a lovely story", "the scene was awful"]

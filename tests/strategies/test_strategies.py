@@ -15,9 +15,9 @@ from lobell.console import Reporter
 from lobell.errors import LobellError
 from lobell.strategies.layer_map import build_layer_map
 from lobell.strategies.plans import apply_stage, build_plan, param_groups
-from lobell.train.loop import train_epoch
-from lobell.train.optim import build_optimizer, build_scheduler
-from lobell.train.runner import train
+from lobell.training.loop import train_epoch
+from lobell.training.optim import build_optimizer, build_scheduler
+from lobell.training.runner import train
 
 
 def _checkpoint(tiny_bert) -> dict[str, torch.Tensor]:

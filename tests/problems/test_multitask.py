@@ -22,7 +22,7 @@ from lobell.errors import LobellError
 from lobell.models.multitask import MultiTaskHeads, MultiTaskLoss, build_multitask_adapter
 from lobell.predict import Predictor
 from lobell.tasks import load_task_splits
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 TEXT_TASKS = "tasks=[{name: sentiment, label_column: label}, {name: score, kind: regression, loss_weight: 0.5}]"
 

@@ -13,8 +13,8 @@ from conftest import make_tiny_bert, sentiment_rows
 from lobell.config import load_config
 from lobell.errors import LobellError
 from lobell.models.text import TextAdapter
-from lobell.train.distill import DistillationLoss, _Loaded, label_order, soft_loss
-from lobell.train.runner import train, with_l1
+from lobell.training.distill import DistillationLoss, _Loaded, label_order, soft_loss
+from lobell.training.runner import train, with_l1
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

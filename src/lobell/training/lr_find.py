@@ -12,7 +12,7 @@ import numpy as np
 
 from lobell.run_dir import atomic_write_bytes
 from lobell.strategies.plans import Stage, apply_stage, param_groups
-from lobell.train.optim import build_optimizer
+from lobell.training.optim import build_optimizer
 
 # Sweep bounds for the head's LR; every group moves with it at its own scale.
 START_LR, END_LR = 1e-7, 1.0
@@ -109,8 +109,8 @@ def find_lr(cfg, steps: int = 100, output: Path | None = None) -> tuple[LRFindin
     """`lobell lr-find`: data, model and the recipe as `train` would use them, then the sweep."""
     from lobell import recipe
     from lobell.strategies.plans import build_plan
-    from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, num_outputs, parse_task
-    from lobell.train.losses import build_loss
+    from lobell.tasks import build_adapter, build_dataset, build_loader, load_task_splits, parse_task
+    from lobell.training.losses import loss_for
 
     modality, problem = parse_task(cfg.task)
     splits = load_task_splits(cfg, modality, problem)
@@ -124,7 +124,7 @@ def find_lr(cfg, steps: int = 100, output: Path | None = None) -> tuple[LRFindin
 
         apply_lora(adapter, cfg.lora, cfg.optimizer.name)
     loader = build_loader(cfg, adapter, build_dataset(cfg, adapter, splits.train), train=True)
-    loss_fn = build_loss(cfg.loss, problem, splits.train.targets, num_outputs(problem, splits.labels))
+    loss_fn = loss_for(cfg.loss, splits.problem, splits.train.targets)  # as train's: multi-task runs too
     stage = build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)[0]
     finding = lr_range_test(adapter, stage, cfg, loader, loss_fn, steps)
     path = output or Path(cfg.output_dir or "runs") / "lr_find.png"

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lobell.train.speed import use_channels_last
+from lobell.training.speed import use_channels_last
 
 
 def _layout(model: nn.Module) -> bool:

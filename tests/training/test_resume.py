@@ -14,8 +14,8 @@ import pytest
 
 from lobell.cli import main
 from lobell.config import load_config
-from lobell.train.checkpoint import RunLock, latest_checkpoint
-from lobell.train.runner import train
+from lobell.training.checkpoint import RunLock, latest_checkpoint
+from lobell.training.runner import train
 
 
 def _cli(*args: str) -> list[str]:

@@ -22,7 +22,7 @@ from PIL import Image
 from lobell.cli import main
 from lobell.config import load_config
 from lobell.report import write_model_card, write_report, write_run_documents
-from lobell.train.runner import train
+from lobell.training.runner import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -171,6 +171,8 @@ def test_image_inputs_show_as_thumbnails(tmp_path):
 
 def test_model_card_describes_the_run_and_its_snippet_loads_the_model(text_overrides, capsys):
     run = _train(text_overrides)
+    (run / "report.html").unlink()  # training wrote both: `lobell report` must write them again
+    (run / "model" / "README.md").unlink()
     assert main(["report", str(run)]) == 0
     assert (run / "report.html").is_file()
     card = (run / "model" / "README.md").read_text()

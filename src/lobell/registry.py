@@ -1,0 +1,29 @@
+"""The task registry's names: task -> (modality, problem). Plain data, so the config (and
+`lobell --help`, `lobell validate`) can check a task name without importing torch.
+
+tasks.py maps each modality name to its spec (modalities/) and problems/ each problem name to its
+class. A new task family is one module plus one line here (docs/development.md).
+"""
+
+from __future__ import annotations
+
+TASKS: dict[str, tuple[str, str]] = {
+    "text-classification": ("text", "classification"),
+    "text-multi-label": ("text", "multi-label"),
+    "text-regression": ("text", "regression"),
+    "image-classification": ("image", "classification"),
+    "image-multi-label": ("image", "multi-label"),
+    "image-regression": ("image", "regression"),
+    "audio-classification": ("audio", "classification"),
+    "audio-multi-label": ("audio", "multi-label"),
+    "audio-regression": ("audio", "regression"),
+    "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
+}
+
+# problem -> the metrics its `metrics()` returns (plus the loss): what early_stopping.monitor may name.
+METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1_macro", "loss"),
+    "multi-label": ("accuracy", "f1_micro", "f1_macro", "loss"),
+    "regression": ("rmse", "mae", "r2", "pearson", "loss"),
+    "ctc": ("wer", "cer", "loss"),  # speech recognition: word/character error rates
+}
