@@ -58,8 +58,12 @@ def test_recipe_json_and_resolved_config_are_written(text_overrides, tmp_path):
     recipe = json.loads((run / "recipe.json").read_text())
     assert recipe["profile"]["n_train"] == 400
     layers = next(c for c in recipe["choices"] if c["name"] == "Layers")
-    assert layers["values"] == {"strategy.name": "gradual"} and layers["source"] == "lobell"
-    assert "strategy:\n  name: gradual" in (run / "config.yaml").read_text()
+    # 400 examples would unfreeze gradually, but epochs=1 leaves no pass for the later stages.
+    assert layers["values"] == {"strategy.name": "full"} and layers["source"] == "lobell"
+    assert "epochs=1" in layers["reason"]
+    assert "strategy:\n  name: full" in (run / "config.yaml").read_text()
+    assert recipe["profile"]["probe"] is None, "text LRs do not depend on the probe: it is not run"
+
 
 
 def test_batch_finder_respects_a_memory_cap_and_keeps_the_effective_batch():

@@ -198,7 +198,7 @@ def apply_recipe(cfg: Config, splits, adapter, reporter, run_dir: Path, main: bo
     from lobell import recipe
 
     if cfg.recipe:
-        profile = recipe.profile_of(cfg, splits, adapter)
+        profile = recipe.profile_of(cfg, splits, adapter, probe=True)
         choices = recipe.decide(cfg, profile)
         cfg = recipe.apply(cfg, choices)
         reporter.log("recipe (lobell recipe shows it without training):\n" + recipe.describe(choices, profile))
