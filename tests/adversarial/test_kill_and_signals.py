@@ -58,6 +58,8 @@ def test_sigkill_at_20_random_moments_then_resume_matches_the_uninterrupted_run(
     assert run_cli(["train", "--resume", str(run)], log) == 0, log.read_text()[-3000:]
     assert "resuming" in log.read_text()
     assert_same_run(run, reference)
+    left = sorted(p.name for p in (run / "checkpoints").iterdir())  # what the kills left was cleaned up
+    assert len(left) == 3 and left[-1] == "best" and all(p.startswith("step-") for p in left[:2]), left
 
 
 @pytest.mark.parametrize("signals", [

@@ -96,3 +96,22 @@ def test_another_machines_lock_is_refused(tmp_path):
     (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": "some-other-machine"}))
     with pytest.raises(LobellError, match="some-other-machine"):
         RunLock(tmp_path).acquire()
+
+
+def test_checkpoint_leftovers_of_kills_are_cleaned_up(tmp_path):
+    """A kill mid-write leaves a hidden .tmp folder; a kill mid-delete a step folder without state.json."""
+    import torch
+
+    from lobell.training import checkpoint as ckpt
+
+    root = tmp_path / ckpt.CHECKPOINTS
+    (root / ".step-000000004.abc.tmp").mkdir(parents=True)
+    (root / "step-000000001").mkdir()
+    (root / "step-000000001" / "rng.pt").write_bytes(b"half deleted")
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for step in (5, 6, 7):
+        ckpt.save_checkpoint(tmp_path, ckpt.TrainState(global_step=step), {"w": weight.detach()}, optimizer,
+                             scheduler, [ckpt.rng_state()], keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000000006", "step-000000007"]

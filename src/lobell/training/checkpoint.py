@@ -59,7 +59,16 @@ def save_checkpoint(run_dir: Path, state: TrainState, model_state: dict, optimiz
     atomic_write_dir(folder, fill)
     for old in _complete(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    _remove_leftovers(run_dir)
     return folder
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """What a kill mid-write or mid-delete left: hidden temporary folders, and step folders without
+    state.json, which no resume can use and no later clean-up would see (one writer: the lock holder)."""
+    root = run_dir / CHECKPOINTS
+    for path in list(root.glob(".step-*")) + [p for p in root.glob("step-*") if not (p / "state.json").is_file()]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def save_best(run_dir: Path, model_state: dict) -> None:
