@@ -19,10 +19,13 @@ import numpy as np
 from lobell.training.lr_find import lr_range_test, suggest
 from lobell.training.trial import OnDevice, sandbox
 
-# A few dozen steps: ~7 per decade over 1e-6..1 for the head (the groups move at their scales);
-# the sweep stops sooner where the loss diverges. 0.7 smoothing lags ~3 steps (0.9 lags ~10,
-# more than a decade at this density).
-PROBE_STEPS, PROBE_START, PROBE_END, PROBE_SMOOTHING = 40, 1e-6, 1.0, 0.7
+# A few dozen steps over four decades of the head's LR (the groups move at their scales): 10 a
+# decade; the sweep stops sooner where the loss diverges. Adaptive optimizers fine-tune at head LRs
+# of 1e-5..1e-3 and SGD at 1e-3..1e-1; a full 1e-6..1 sweep of 40 steps on MiniLM picked 2.4e-2 for
+# AdamW from noise (docs/recipe.md). 0.7 smoothing lags ~3 steps (0.9 lags ~10).
+PROBE_STEPS, PROBE_SMOOTHING = 40, 0.7
+PROBE_RANGE = {"sgd": (1e-4, 1.0)}  # others (AdamW, Adam, RMSprop): DEFAULT_RANGE
+DEFAULT_RANGE = (1e-6, 1e-2)
 MIN_DROP = 0.02  # a lowest smoothed loss less than 2% under the first: said in the reason
 
 
@@ -65,16 +68,16 @@ def pick_lr(lrs: list[float], losses: list[float]) -> tuple[float, str, str]:
 
 def probe_lr(adapter, stage, cfg, loader, loss_fn, accelerator, steps: int = PROBE_STEPS) -> Probe:
     """Sweep the first stage's LRs for `steps` batches of `loader` (not yet prepared) and pick one."""
-    start = time.perf_counter()
+    start, (low, high) = time.perf_counter(), PROBE_RANGE.get(cfg.optimizer.name, DEFAULT_RANGE)
     model = adapter.model.to(accelerator.device)
     with sandbox(model), accelerator.autocast():
         finding = lr_range_test(adapter, stage, cfg, OnDevice(loader, accelerator.device), loss_fn, steps,
-                                start_lr=PROBE_START, end_lr=PROBE_END, smoothing=PROBE_SMOOTHING)
+                                start_lr=low, end_lr=high, smoothing=PROBE_SMOOTHING)
     lr, rule, reason = pick_lr(finding.lrs, finding.losses)
     steepest, _ = suggest(finding.lrs, finding.losses)
     lowest = int(np.argmin(finding.losses))
     every = max(1, len(finding.lrs) // 12)
     curve = [[float(a), float(b)] for a, b in zip(finding.lrs[::every], finding.losses[::every])]
-    return Probe(float(lr), rule, reason, len(finding.lrs), [PROBE_START, float(finding.lrs[-1])],
+    return Probe(float(lr), rule, reason, len(finding.lrs), [low, float(finding.lrs[-1])],
                  float(finding.lrs[lowest]), float(steepest), float(finding.losses[0]), float(finding.losses[lowest]),
                  curve, round(time.perf_counter() - start, 2))
