@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--lobell-src", help="PYTHONPATH for the lobell contenders (another checkout's src)")
     parser.add_argument("--label", default="lobell", help="the name of lobell's rows")
     parser.add_argument("--in-process", action="store_true", help="no child processes (--quick implies it)")
+    parser.add_argument("--lobell-overrides", default="", help="extra KEY=VALUE overrides for lobell's rows, "
+                        "space-separated (to try a recipe change before making it the default)")
     args = parser.parse_args()
     if args.child:
         job = json.loads(args.child)
@@ -59,6 +61,7 @@ def main() -> None:
     results = []
     with _common.work_dir() as work:
         settings = prepare(Path(work), tasks, args.quick, args.time_budget)
+        settings["lobell_overrides"] = args.lobell_overrides.split()
         (Path(work) / "settings.json").write_text(json.dumps(settings))
         print(f"{_common.machine()}", file=sys.stderr)
         turn = 0
@@ -228,7 +231,8 @@ def run_lobell(job: dict, settings: dict) -> dict:
     run_dir = Path(settings["work"]) / f"lobell-{time.time_ns()}"
     started = time.perf_counter()
     result = lobell.train(lobell.load_config(None, lobell_overrides(settings, job["task"]) + budget + lora
-                                             + [f"output_dir={run_dir}"]), quiet=True)
+                                             + settings.get("lobell_overrides", []) + [f"output_dir={run_dir}"]),
+                          quiet=True)
     wall = time.perf_counter() - started
     config = (result.run_dir / "config.yaml").read_text()
     strategy = re.search(r"strategy:\n  .*?name: (\S+)", config, re.S)
