@@ -255,7 +255,7 @@ CONFIG_CASES = {
     "wrong type": (["epochs=three"], "epochs='three' is invalid: Input should be a valid integer"),
     "wrong section type": (["optimizer=[1, 2]"], "optimizer=[1, 2] is invalid: Input should be a valid dictionary"),
     "lr zero": (["optimizer.lr=0"], "optimizer.lr=0 is invalid: Input should be greater than 0"),
-    "lr negative": (["optimizer.lr=-1e-5"], "optimizer.lr='-1e-5' is invalid: Input should be greater than 0"),
+    "lr negative": (["optimizer.lr=-1e-5"], "optimizer.lr=-1e-05 is invalid: Input should be greater than 0"),
     "batch size zero": (["batch_size=0"], "batch_size=0 is invalid: Input should be greater than or equal to 1"),
     "epochs zero": (["epochs=0"], "epochs=0 is invalid: Input should be greater than or equal to 1"),
     "dropout one": (["task=image-classification", "head.dropout=1.0"],
