@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import numpy as np
 from lobell.run_dir import atomic_write_bytes
 from lobell.strategies.plans import Stage, apply_stage, param_groups
 from lobell.training.optim import build_optimizer
+from lobell.training.trial import sandbox
 
 # Sweep bounds for the head's LR; every group moves with it at its own scale.
 START_LR, END_LR = 1e-7, 1.0
@@ -32,20 +32,18 @@ def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100,
                   end_lr: float = END_LR, smoothing: float = SMOOTHING) -> LRFinding:
     """Sweep the head LR exponentially from `start_lr` to `end_lr` over `steps` batches.
 
-    Model weights, buffers and `requires_grad` flags are restored afterwards, and the optimizer
-    used for the sweep is thrown away: the model is exactly as it was.
+    Model weights, buffers, `requires_grad` flags and the RNGs are restored afterwards
+    (`trial.sandbox`), and the optimizer used for the sweep is thrown away: the model is exactly as it was.
     """
     model = adapter.model
-    saved = copy.deepcopy(model.state_dict())
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    apply_stage(model, adapter.layer_map, stage)
-    optimizer = build_optimizer(cfg.optimizer.model_copy(update={"lr": start_lr}),  # optimizer.lr may be `auto`
-                                param_groups(model, adapter.layer_map, stage, start_lr, cfg.optimizer.weight_decay),
-                                fused=cfg.speed.fused_optimizer)
-    factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
-    lrs, losses, avg, best = [], [], 0.0, math.inf
-    model.train()
-    try:
+    with sandbox(model):  # weights, buffers, flags, gradients, RNG and mode put back afterwards
+        apply_stage(model, adapter.layer_map, stage)
+        optimizer = build_optimizer(cfg.optimizer.model_copy(update={"lr": start_lr}),  # optimizer.lr may be `auto`
+                                    param_groups(model, adapter.layer_map, stage, start_lr, cfg.optimizer.weight_decay),
+                                    fused=cfg.speed.fused_optimizer)
+        factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
+        lrs, losses, avg, best = [], [], 0.0, math.inf
+        model.train()
         batches = _cycle(loader)
         for i in range(steps):
             batch = next(batches)
@@ -64,11 +62,6 @@ def lr_range_test(adapter, stage: Stage, cfg, loader, loss_fn, steps: int = 100,
             best = min(best, smoothed)
             if not math.isfinite(smoothed) or smoothed > DIVERGED * best:
                 break
-    finally:
-        model.load_state_dict(saved)
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags[name])
-        model.zero_grad(set_to_none=True)
     suggestion, rule = suggest(lrs, losses)
     return LRFinding(lrs, losses, suggestion, rule)
 
