@@ -59,7 +59,8 @@ def test_sigkill_at_20_random_moments_then_resume_matches_the_uninterrupted_run(
     assert "resuming" in log.read_text()
     assert_same_run(run, reference)
     left = sorted(p.name for p in (run / "checkpoints").iterdir())  # what the kills left was cleaned up
-    assert len(left) == 3 and left[-1] == "best" and all(p.startswith("step-") for p in left[:2]), left
+    steps = [name for name in left if name != "best"]
+    assert "best" in left and len(steps) == 2 and all(name.startswith("step-") for name in steps), left
 
 
 @pytest.mark.parametrize("signals", [
