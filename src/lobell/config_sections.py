@@ -141,6 +141,10 @@ class DistillConfig(_Section):
     teacher: str  # a finished lobell run folder, its model/ folder, or (text) a fine-tuned classifier's name
     temperature: float = Field(2.0, gt=0)  # DistilBERT's T=2: softens the teacher without flattening it
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the teacher's soft targets; 1 - alpha on the labels
+    # Afterwards, train the same student on the same budget without the teacher and warn when the
+    # teacher did not help (distillation.json "control"); costs one more student training. Skipped
+    # under a time_budget (the budget is all the time the run has).
+    control: bool = True
 
 
 class LossConfig(_Section):

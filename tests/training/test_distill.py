@@ -13,6 +13,7 @@ from conftest import make_tiny_bert, sentiment_rows
 from lobell.config import load_config
 from lobell.errors import LobellError
 from lobell.models.text import TextAdapter
+from lobell.training import distill
 from lobell.training.distill import DistillationLoss, _Loaded, label_order, soft_loss
 from lobell.training.runner import train, with_l1
 
@@ -91,6 +92,32 @@ def test_student_learns_from_a_teacher_that_runs_once_per_example(tiny_bert, dat
     assert record["teacher"]["samples_per_second"] > 0 and record["student"]["samples_per_second"] > 0
     assert "## Distillation" in (run / "model/README.md").read_text()
     assert 'id="distillation"' in (run / "report.html").read_text()
+    # distill.control: the same student on the same data and epochs without the teacher, judged on validation.
+    control = json.loads((run / "distill-control" / "metrics.json").read_text())
+    assert not (run / "distill-control" / "distillation.json").exists()  # it really ran without the teacher
+    assert record["control"]["validation"] == control["validation"]
+    verdict = record["verdict"]
+    assert verdict == result.metrics["distillation"] == json.loads((run / "metrics.json").read_text())["distillation"]
+    assert verdict["student_without_teacher"] == control["validation"]["accuracy"]
+    assert verdict["helped"] == (verdict["student"] > verdict["student_without_teacher"])
+    assert "student without teacher" in (run / "report.html").read_text()
+
+
+def test_distillation_that_did_not_help_warns_and_says_so_in_distillation_json(tmp_path):
+    from lobell.console import Reporter
+
+    (tmp_path / "distillation.json").write_text(json.dumps({"teacher": {}, "student": {}}))
+    lines = []
+    reporter = Reporter(quiet=True)
+    reporter.log = reporter.warn = lines.append  # warn: shown even with --quiet
+    student, control = {"validation": {"rmse": 0.50}}, {"validation": {"rmse": 0.40}, "test": {"rmse": 0.41}}
+    verdict = distill.judge(tmp_path, "rmse", student, control, reporter, main=True)  # rmse: lower is better
+    assert verdict == {"monitor": "rmse", "student": 0.5, "student_without_teacher": 0.4, "helped": False}
+    assert lines[-1].startswith("WARNING: distillation did not help: validation rmse 0.5000 with the teacher vs 0.4000")
+    record = json.loads((tmp_path / "distillation.json").read_text())
+    assert record["control"] == control and record["verdict"] == verdict
+    assert distill.judge(tmp_path, "rmse", control, student, reporter, main=True)["helped"]
+    assert lines[-1].startswith("distillation helped")
 
 
 def _saved_teacher(tiny_bert, folder, task: str, labels: list[str] | None):

@@ -29,16 +29,32 @@ def lora_rows(lora: dict) -> list[tuple[str, str]]:
              "a peft adapter folder (adapter_config.json names the base model)")]
 
 
+def distillation_header(record: dict) -> list[str]:
+    return ["", "teacher", "student"] + (["student without teacher"] if record.get("control") else [])
+
+
 def distillation_rows(record: dict) -> list[tuple]:
-    """One row per measure: teacher, student."""
-    teacher, student = record.get("teacher") or {}, record.get("student") or {}
-    rows = [("model", teacher.get("model", "?"), student.get("model", "?")),
-            ("parameters", teacher.get("parameters"), student.get("parameters")),
-            ("inference samples / s (validation)", teacher.get("samples_per_second"), student.get("samples_per_second"))]
+    """One row per measure: teacher, student, and (distill.control) the same student trained without the teacher."""
+    teacher, student, control = record.get("teacher") or {}, record.get("student") or {}, record.get("control")
+    extra = (lambda value: (value,)) if control else (lambda value: ())
+    rows = [("model", teacher.get("model", "?"), student.get("model", "?"), *extra(student.get("model", "?"))),
+            ("parameters", teacher.get("parameters"), student.get("parameters"), *extra(student.get("parameters"))),
+            ("inference samples / s (validation)", teacher.get("samples_per_second"), student.get("samples_per_second"),
+             *extra(""))]
     for split in ("validation", "test"):
         names = [n for n in (teacher.get(split) or {}) if n in (student.get(split) or {})]
-        rows += [(f"{split} {name}", teacher[split][name], student[split][name]) for name in names]
+        rows += [(f"{split} {name}", teacher[split][name], student[split][name],
+                  *extra(((control or {}).get(split) or {}).get(name, ""))) for name in names]
     return rows
+
+
+def _verdict(record: dict) -> str:
+    verdict = record.get("verdict")
+    if not verdict:
+        return ""
+    said = "helped" if verdict.get("helped") else "did NOT help"
+    return (f" Distillation {said}: validation {verdict.get('monitor')} {_cell(verdict.get('student'))} with the "
+            f"teacher vs {_cell(verdict.get('student_without_teacher'))} for the same student trained without it.")
 
 
 def markdown(run_dir: Path) -> str:
@@ -52,9 +68,9 @@ def markdown(run_dir: Path) -> str:
     if record:
         intro = (f"A student distilled from `{(record.get('teacher') or {}).get('source')}` (temperature "
                  f"{record.get('temperature')}, alpha {record.get('alpha')}): {record.get('size_ratio', 0):.0%} of the "
-                 f"teacher's parameters at {record.get('speedup', 0):.1f}x its inference speed.")
-        rows = [(m, _cell(t), _cell(s)) for m, t, s in distillation_rows(record)]
-        parts.append(f"## Distillation\n\n{intro}\n\n" + _table(["", "teacher", "student"], rows) + "\n")
+                 f"teacher's parameters at {record.get('speedup', 0):.1f}x its inference speed." + _verdict(record))
+        rows = [tuple(map(_cell, row)) for row in distillation_rows(record)]
+        parts.append(f"## Distillation\n\n{intro}\n\n" + _table(distillation_header(record), rows) + "\n")
     return "\n".join(parts)
 
 
@@ -68,8 +84,8 @@ def html_parts(run_dir: Path) -> list[str]:
     if record:
         parts += ["<h3>Distillation: student vs teacher</h3>",
                   html.paragraph(f"teacher {(record.get('teacher') or {}).get('source')}; temperature "
-                                 f"{record.get('temperature')}, alpha {record.get('alpha')}", "muted"),
-                  html.table(["", "teacher", "student"], distillation_rows(record), ident="distillation")]
+                                 f"{record.get('temperature')}, alpha {record.get('alpha')}." + _verdict(record), "muted"),
+                  html.table(distillation_header(record), distillation_rows(record), ident="distillation")]
     return parts
 
 

@@ -177,6 +177,39 @@ def compare(teacher: Teacher, cfg: Config, accelerator, adapter, model, loader, 
     return record
 
 
+CONTROL = "distill-control"  # the control student's run folder, inside the distilled run's
+
+
+def control_config(cfg: Config, run_dir: Path) -> Config:
+    """The same student, data, recipe and budget, without the teacher, in `run_dir/distill-control`."""
+    return cfg.model_copy(update={"distill": None, "output_dir": str(Path(run_dir) / CONTROL)})
+
+
+def judge(run_dir: Path, monitor: str, distilled: dict, control: dict, reporter, main: bool) -> dict:
+    """Did the teacher help? The distilled student's monitored validation metric against the control's.
+
+    Adds "control" (its scores) and "verdict" to distillation.json, and warns when it did not help."""
+    from lobell.run_dir import atomic_write_json
+    from lobell.training.loop import is_minimised
+
+    mine, theirs = distilled["validation"].get(monitor), control["validation"].get(monitor)
+    helped = mine is not None and theirs is not None and (mine < theirs if is_minimised(monitor) else mine > theirs)
+    verdict = {"monitor": monitor, "student": mine, "student_without_teacher": theirs, "helped": helped}
+    if helped:
+        reporter.log(f"distillation helped: validation {monitor} {mine:.4f} with the teacher vs {theirs:.4f} for the "
+                     f"same student trained without it (run folder {CONTROL}/)")
+    else:
+        reporter.warn(f"WARNING: distillation did not help: validation {monitor} {mine:.4f} with the teacher vs "
+                     f"{theirs:.4f} for the same student, data and budget without it ({CONTROL}/). Try a higher "
+                     f"distill.alpha or temperature, a stronger teacher, or train the student without distill:")
+    path = Path(run_dir) / DISTILLATION
+    if main and path.is_file():
+        record = json.loads(path.read_text())
+        record.update(control={k: control[k] for k in ("validation", "test") if k in control}, verdict=verdict)
+        atomic_write_json(path, record)
+    return verdict
+
+
 def _outputs(loaded: _Loaded, model, split, accelerator, reporter, description: str) -> tuple[np.ndarray, float]:
     """The teacher's outputs for every example of `split` in index order, and the seconds it took."""
     dataset = build_dataset(loaded.cfg, loaded.adapter, split, reporter=reporter)

@@ -91,7 +91,10 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
                 if run_stage(run, index, stage, progress):
                     break
             signals.leave_loop(accelerator)  # the final phase: a stop signal stops at once; resuming redoes it
-            return finish_run(run, progress)
+            result = finish_run(run, progress)
+        if run.teacher is not None and cfg.distill.control and cfg.time_budget is None:
+            _distillation_control(run, result, splits, plan, loss_fn)  # did the teacher help?
+        return result
     finally:
         try:
             tracking.finish(accelerator)
@@ -99,6 +102,18 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
             lock.release()
             if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
+
+
+def _distillation_control(run: Run, result: RunResult, splits, plan, loss_fn) -> None:
+    """The same student on the same data and budget without the teacher; the verdict goes in distillation.json
+    and the report, and a warning when distillation did not help."""
+    control = train(distill.control_config(run.cfg, run.run_dir), quiet=True, splits=splits, plan=plan,
+                    loss_fn=loss_fn)
+    result.metrics["distillation"] = distill.judge(run.run_dir, run.resolved.monitor, result.metrics, control.metrics,
+                                                   run.reporter, run.main)
+    if run.main:
+        atomic_write_json(run.run_dir / "metrics.json", result.metrics)
+        write_run_documents(run.run_dir, run.reporter.log)
 
 
 @dataclass
