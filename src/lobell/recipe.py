@@ -98,7 +98,7 @@ def decide(cfg: Config, prof: Profile) -> list[Choice]:
     # The strategy and optimizer that will run (yours where set) decide the epochs and the LR.
     strategy = _get(cfg, "strategy.name") if _is_set(cfg, "strategy.name") else layers.values["strategy.name"]
     optimizer_name = _get(cfg, "optimizer.name") if _is_set(cfg, "optimizer.name") else optimizer.values["optimizer.name"]
-    choices = [layers, optimizer, _batch(prof), _epochs(prof, strategy, cfg.speed.cache_features, budget), _loss(prof),
+    choices = [layers, optimizer, _batch(prof, budget), _epochs(prof, strategy, cfg.speed.cache_features, budget), _loss(prof),
                _learning_rate(prof, strategy, optimizer_name, budget)]
     for choice in choices:
         choice.keys = list(choice.values)
@@ -214,7 +214,11 @@ def decide_batch(p: Profile) -> int:
     return _batch(p).values["batch_size"]
 
 
-def _batch(p: Profile) -> Choice:
+# Short vision budgets: a batch that gives each epoch about this many update steps (see _batch).
+SHORT_STEPS = 64
+
+
+def _batch(p: Profile, budget: Budget | None = None) -> Choice:
     if p.modality in ("audio", "speech"):
         return Choice("B", "Batch size", {"batch_size": 16},
                       "16 clips: audio is long (50 frames a second); set batch_size=auto to fill a GPU")
@@ -226,6 +230,15 @@ def _batch(p: Profile) -> Choice:
         size = 16 if p.n_train < MEDIUM else 32
         why = f"{p.n_train} examples: 16 gives more update steps" if size == 16 else "32, the top of BERT's 16-32"
         return Choice("B", "Batch size", {"batch_size": size}, why)
+    if budget is not None and budget.short:
+        # docs/benchmarks.md, recipe suite, epochs=1 (MobileNetV2, SGD 3e-3): batch 64 / 32 / 16 gave
+        # digits-64px 0.31 / 0.89 / 0.97 and fashion-mnist 0.52 / 0.73 / 0.78; fashion-mnist-tiny-200
+        # batch 16 / 8: 0.34 / 0.42. One pass is all the updates there will be: buy steps, not throughput.
+        size = int(min(64, max(8, 2 ** round(np.log2(max(p.n_train, 1) / SHORT_STEPS)))))
+        return Choice("B", "Batch size", {"batch_size": size},
+                      f"you allowed {budget.describe()}: {p.n_train} images in batches of {size} give "
+                      f"~{-(-p.n_train // size)} update steps a pass (a larger batch runs faster but learns less "
+                      f"in so few steps)")
     return Choice("B", "Batch size", {"batch_size": 64},
                   "64, the low end of vision's 64-256: fits a CPU or small GPU; set batch_size=auto to fill memory")
 
