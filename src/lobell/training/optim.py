@@ -6,11 +6,8 @@ import math
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
-from transformers import get_scheduler
 
 from lobell.config import OptimizerConfig, SchedulerConfig
-
-_TRANSFORMERS_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
 _FUSED_DEVICES = ("cpu", "cuda")
@@ -47,9 +44,8 @@ def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, tota
     """
     total_steps = max(total_steps, 1)
     warmup = int(round(cfg.warmup_ratio * total_steps))
-    if cfg.name in _TRANSFORMERS_SCHEDULES:
-        return get_scheduler(_TRANSFORMERS_SCHEDULES[cfg.name], optimizer, num_warmup_steps=warmup,
-                             num_training_steps=total_steps)
+    if cfg.name in WARMUP_SCHEDULES:
+        return LambdaLR(optimizer, WARMUP_SCHEDULES[cfg.name](warmup, total_steps))
     if cfg.name == "step":
         every = cfg.step_epochs * max(steps_per_epoch or total_steps, 1)
 
@@ -60,6 +56,26 @@ def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, tota
         return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
                           pct_start=max(cfg.warmup_ratio, 1 / total_steps), cycle_momentum=False)
     return PlateauSchedule(optimizer, cfg.gamma, cfg.patience)
+
+
+def _warmup_then(decay):
+    """transformers' schedules (get_{constant,linear,cosine}_schedule_with_warmup), factor for factor:
+    a linear warm-up from 0, then `decay(step, warmup, total)`. Written out because
+    `transformers.optimization` imports trainer_utils and peft: 5 s before an image run, which needs
+    neither (tests/training/test_optim_schedules.py checks them against transformers')."""
+    def schedule(warmup: int, total: int):
+        def factor(step: int) -> float:
+            return step / max(1, warmup) if step < warmup else decay(step, warmup, total)
+        return factor
+    return schedule
+
+
+WARMUP_SCHEDULES = {
+    "constant": _warmup_then(lambda step, warmup, total: 1.0),
+    "linear": _warmup_then(lambda step, warmup, total: max(0.0, (total - step) / max(1, total - warmup))),
+    "cosine": _warmup_then(lambda step, warmup, total: max(0.0, 0.5 * (1.0 + math.cos(
+        math.pi * (step - warmup) / max(1, total - warmup))))),
+}
 
 
 class PlateauSchedule:
