@@ -189,3 +189,22 @@ def supports_packing(model: nn.Module) -> bool:
     if not source:
         return False
     return "create_causal_mask(" in Path(source).read_text(encoding="utf-8", errors="ignore")
+
+
+def loading_snippet(model_dir: Path, modality: str) -> str:
+    """The model card's code: plain transformers loads the folder and generates with the run's settings."""
+    auto = "AutoModelForSeq2SeqLM" if modality == "seq2seq" else "AutoModelForCausalLM"
+    strip = "" if modality == "seq2seq" else "[:, inputs[\"input_ids\"].shape[1]:]  # the prompt left out"
+    return f"""With plain transformers (no lobell needed); generation_config.json holds the run's `generation:` settings:
+
+```python
+from transformers import {auto}, AutoTokenizer
+
+model_dir = {str(model_dir)!r}  # this folder
+model = {auto}.from_pretrained(model_dir).eval()
+tokenizer = AutoTokenizer.from_pretrained(model_dir)
+inputs = tokenizer(["your input text"], return_tensors="pt")
+output = model.generate(**inputs){strip}
+print(tokenizer.batch_decode(output, skip_special_tokens=True)[0])
+```
+"""

@@ -1,4 +1,4 @@
-"""Fixtures: tiny random T5, GPT-2 and Llama generators over a character tokenizer, and date-format data."""
+"""Generation fixtures: tiny random T5, GPT-2 and Llama generators over a character tokenizer, and date-format data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 SPECIAL = ["<pad>", "</s>", "<unk>"]
-CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789 -/:.,?")
+CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789 -/:.,?>\n")
 ROLES = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if m['role'] == 'assistant' %}</s>"
                  "{% endif %}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
