@@ -18,7 +18,10 @@ class _GenerationReader:
     def __call__(self, path, input_column, label_column, problem):
         from lobell.data.generation import read_generation
 
-        return read_generation(path, self.data, self.problem, with_targets=label_column is not None)
+        inputs, references, frame = read_generation(path, self.data, self.problem, with_targets=label_column is not None)
+        if input_column is not None and input_column not in frame.columns:  # prompts or chats: `lobell predict`'s column
+            frame = frame.assign(**{input_column: [str(item) for item in inputs]})
+        return inputs, references, frame
 
 
 class Seq2SeqModality:
