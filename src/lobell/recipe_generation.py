@@ -43,7 +43,7 @@ def _layers(p, lora: bool) -> Choice:
                       f"gradients and AdamW state (~16 bytes a parameter) would not fit a common GPU; LoRA adapters "
                       f"train ~1% of them and are merged into the weights at the end")
     return Choice("L", "Layers", {"strategy.name": "full"},
-                  f"a {p.params / 1e6:.0f}M-parameter generator: every layer trains (its LM head is pre-trained, "
+                  f"a {p.params / 1e6:.1f}M-parameter generator: every layer trains (its LM head is pre-trained, "
                   f"not new, so a head-only or gradual plan has nothing new to settle first)")
 
 
