@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from generation_fixtures import date_files, prompt_files, tiny_gpt2, tiny_t5  # noqa: F401 (fixtures)
+from generation_fixtures import date_files, date_rows, prompt_files, tiny_gpt2, tiny_llama, tiny_t5  # noqa: F401 (fixtures)
 
 from lobell.config import load_config
 from lobell.training import runner
@@ -48,8 +48,12 @@ def test_causal_lm_learns_completions_and_predict_generates(tiny_gpt2, prompt_fi
 
     overrides = ["task=causal-lm", f"model={tiny_gpt2}", f"data.train={prompt_files['train']}",
                  f"data.validation={prompt_files['validation']}", "epochs=5", "optimizer.lr=3e-3", "batch_size=16",
-                 "precision=fp32", "generation.max_new_tokens=12", f"output_dir={tmp_path / 'run'}"]
+                 "precision=fp32", "generation.max_new_tokens=12", f"output_dir={tmp_path / 'run'}",
+                 "strategy=discriminative", "strategy.lr_decay=0.8"]
     run = train(load_config(None, overrides), quiet=True)
+    first = json.loads((run.run_dir / "lrs.json").read_text())[5]  # after the warm-up's first step (LR 0)
+    lrs = [first[name] for name in first if name != "step"]  # embeddings ... blocks ... head, in order
+    assert len(lrs) >= 3 and all(a < b for a, b in zip(lrs, lrs[1:]))  # discriminative LRs over the LM's groups
     before, after = run.metrics["before"], run.metrics["validation"]
     assert after["perplexity"] < before["perplexity"] / 5 and after["token_accuracy"] > before["token_accuracy"] + 0.3
     assert 0.0 <= after["exact_match"] <= 1.0
@@ -88,3 +92,23 @@ def test_a_resumed_seq2seq_run_matches_an_uninterrupted_one(tiny_t5, date_files,
     resumed = train(cfg, quiet=True, resume=True)
     for key in ("validation", "best_epoch"):
         assert resumed.metrics[key] == pytest.approx(reference.metrics[key], rel=1e-6)
+
+
+def test_causal_lm_on_chat_messages_learns_the_replies(tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    files = {}
+    for name, n, seed in [("train", 200, 1), ("validation", 24, 2)]:
+        frame = date_rows(n, seed)
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"messages": [
+            {"role": "user", "content": s}, {"role": "assistant", "content": t}]}) + "\n"
+            for s, t in zip(frame.source, frame.target)))
+    overrides = ["task=causal-lm", f"model={tiny_llama}", f"data.train={files['train']}",
+                 f"data.validation={files['validation']}", "epochs=3", "optimizer.lr=3e-3", "batch_size=16",
+                 "precision=fp32", "generation.max_new_tokens=12", f"output_dir={tmp_path / 'run'}"]
+    run = train(load_config(None, overrides), quiet=True)
+    assert run.metrics["validation"]["loss"] < run.metrics["before"]["loss"] - 1
+    rows = [json.loads(line) for line in (run.run_dir / "predictions_validation.jsonl").read_text().splitlines()]
+    assert rows[0]["target"] == date_rows(24, 2).target[0] and isinstance(rows[0]["prediction"], str)
+    assert AutoModelForCausalLM.from_pretrained(run.run_dir / "model").config.model_type == "llama"
