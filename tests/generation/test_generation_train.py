@@ -60,6 +60,8 @@ def test_causal_lm_learns_completions_and_predict_generates(tiny_gpt2, prompt_fi
     assert AutoModelForCausalLM.from_pretrained(run.run_dir / "model").config.model_type == "gpt2"
 
     predictor = Predictor.from_run(run.run_dir)
+    evaluated = predictor.evaluate_file(prompt_files["validation"])  # `lobell evaluate`: the same scores again
+    assert evaluated["loss"] == pytest.approx(after["loss"], rel=1e-4) and evaluated["examples"] == 40
     inputs, frame = read_prediction_inputs(predictor, prompt_files["validation"])
     table = predictor.predict_table(inputs[:4])
     assert list(table.columns) == ["generated"] and len(table) == 4

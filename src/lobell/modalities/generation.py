@@ -88,7 +88,8 @@ class Seq2SeqModality:
         if self.kind == "seq2seq":
             examples = encode_seq2seq(adapter.tokenizer, split.inputs, references, data.source_prefix, length)
         else:
-            prediction = split.source == "input"  # lobell predict: prompts only (predict.py names it so)
+            # lobell predict: prompts only (predict.py names the split "input" and gives no references)
+            prediction = split.source == "input" and not any(references)
             examples = encode_causal(adapter.tokenizer, split.inputs, references, data.completion_only_loss, length,
                                      for_generation=prediction)
         return GenerationDataset(examples, references, length)
