@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lobell.config_sections import (  # noqa: F401 (every section stays importable from here)
-    CheckpointConfig, DataConfig, DistillConfig, EarlyStoppingConfig, HeadConfig, LOSSES, LoraConfig,
+    CheckpointConfig, DataConfig, DistillConfig, GenerationConfig, EarlyStoppingConfig, HeadConfig, LOSSES, LoraConfig,
     LossConfig, MixupConfig, OptimizerConfig, STRATEGIES, SchedulerConfig, SpeedConfig, StrategyConfig, TASKS,
     TaskHeadConfig, _Section)
 from lobell.errors import LobellError, nearest
@@ -73,6 +73,7 @@ class Config(_Section):
     # Accelerate's trackers. Off by default: the run folder already holds every number, and each
     # tracker is an extra package (`pip install "lobell[tracking]"`).
     tracking: Literal["none", "tensorboard", "mlflow"] = "none"
+    generation: GenerationConfig = GenerationConfig()  # seq2seq / causal-lm decoding (docs/generation.md)
     lora: LoraConfig = LoraConfig()  # used by strategy=lora only
     distill: DistillConfig | None = None  # None: no teacher; a section trains this model as a student
     # The whole run's wall time (90 = seconds, 30s, 10m, 2h; stored as seconds): epochs fit to it

@@ -69,6 +69,44 @@ class DataConfig(_Section):
     # audio-classification: clips are cut to their first N seconds (None: whole clips). Attention
     # cost grows with the square of the length; keyword-spotting clips are ~1 s.
     max_seconds: float | None = Field(None, gt=0)
+    # seq2seq and causal-lm (docs/generation.md). seq2seq: the input and output text columns; T5 was
+    # pre-trained with a task prefix ("translate English to German: "), which `source_prefix` adds.
+    source_column: str = "source"
+    target_column: str = "target"
+    source_prefix: str = ""
+    # causal-lm: a `messages` column (chat, through the tokenizer's chat template) wins over
+    # prompt/completion columns, which win over plain text in data.text_column.
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    messages_column: str = "messages"
+    # The loss on completions and assistant turns only (prompts are given, not learnt); false: every token.
+    completion_only_loss: bool = True
+    # causal-lm training: whole examples packed into rows of data.max_length tokens, each attending only
+    # to itself (position ids restart per example), where the model's attention reads packed positions.
+    packing: bool = True
+
+
+class GenerationConfig(_Section):
+    """Decoding for evaluation and `lobell predict` (seq2seq, causal-lm); saved as the model's generation_config.json."""
+
+    # Always passed explicitly: transformers' own default stops at 20 tokens (max_length=20).
+    max_new_tokens: int = Field(64, ge=1)
+    num_beams: int = Field(1, ge=1)  # 1: greedy, deterministic and cheapest; 4-5 is the usual beam search
+    do_sample: bool = False  # evaluation should not depend on luck
+    temperature: float = Field(1.0, gt=0)  # do_sample only
+    top_p: float = Field(1.0, gt=0, le=1)  # do_sample only
+    repetition_penalty: float = Field(1.0, gt=0)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    length_penalty: float = 1.0  # beam search: > 1 favours longer outputs
+
+    def settings(self) -> dict:
+        """Keyword arguments of `generate()`: the sampling ones only when sampling."""
+        values = self.model_dump()
+        if not self.do_sample:
+            values.pop("temperature"), values.pop("top_p")
+        if self.num_beams == 1:
+            values.pop("length_penalty")
+        return values
 
 
 class OptimizerConfig(_Section):

@@ -63,7 +63,8 @@ def profile_of(cfg: Config, splits, adapter, probe: bool = False) -> Profile:
     modality, problem = TASKS[cfg.task]
     problem = "multi-task" if cfg.tasks is not None else problem
     params = sum(p.numel() for p in adapter.model.parameters())
-    family = "encoder" if modality in ("text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower() else "cnn")
+    family = getattr(adapter, "family", None) or (  # generators name their own (models/generation.py)
+        "encoder" if modality in ("text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower() else "cnn"))
     prof = Profile(modality, problem, family, params, len(splits.train))
     if problem == "classification":
         counts = np.bincount(splits.train.targets, minlength=len(splits.labels))
@@ -100,6 +101,10 @@ def decide(cfg: Config, prof: Profile) -> list[Choice]:
     optimizer_name = _get(cfg, "optimizer.name") if _is_set(cfg, "optimizer.name") else optimizer.values["optimizer.name"]
     choices = [layers, optimizer, _batch(prof, budget), _epochs(prof, strategy, cfg.speed.cache_features, budget), _loss(prof),
                _learning_rate(prof, strategy, optimizer_name, budget)]
+    if prof.family in ("encoder-decoder", "decoder"):  # text generators: their own six (recipe_generation.py)
+        from lobell import recipe_generation
+
+        choices = [Choice(**asdict(c)) for c in recipe_generation.decide(prof, budget)]
     for choice in choices:
         choice.keys = list(choice.values)
         user = {k: _get(cfg, k) for k in choice.values if _is_set(cfg, k)}

@@ -19,6 +19,8 @@ TASKS: dict[str, tuple[str, str]] = {
     "audio-regression": ("audio", "regression"),
     "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
     "object-detection": ("detection", "detection"),  # boxes through a torchvision detector (docs/detection.md)
+    "seq2seq": ("seq2seq", "seq2seq"),  # text -> text: T5, BART, Marian (docs/generation.md)
+    "causal-lm": ("causal", "causal-lm"),  # decoder-only LMs: GPT-2, Llama, Qwen (docs/generation.md)
 }
 
 # problem -> the metrics its `metrics()` returns (plus the loss): what early_stopping.monitor may name.
@@ -28,4 +30,6 @@ METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2", "pearson", "loss"),
     "ctc": ("wer", "cer", "loss"),  # speech recognition: word/character error rates
     "detection": ("map", "map_50", "map_75", "mar_100"),  # COCO mAP@[.5:.95], mAP@.5, ...; no validation loss
+    "seq2seq": ("chrf", "bleu", "rouge1", "rouge2", "rougeL", "token_accuracy", "loss"),  # generated vs references
+    "causal-lm": ("loss", "perplexity", "token_accuracy", "exact_match"),  # exact match: prompted data only
 }

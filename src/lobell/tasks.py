@@ -13,6 +13,7 @@ from lobell.errors import LobellError
 from lobell.modalities.audio import AudioModality, SpeechModality
 from lobell.modalities.base import Modality, own_generator  # noqa: F401 (own_generator: re-exported)
 from lobell.modalities.detection import DetectionModality
+from lobell.modalities.generation import CausalModality, Seq2SeqModality
 from lobell.modalities.image import ImageModality
 from lobell.modalities.text import TextModality
 from lobell.registry import TASKS
@@ -20,7 +21,7 @@ from lobell.resolve import eval_batch_size
 
 MODALITIES: dict[str, Modality] = {spec.name: spec for spec in
                                    (TextModality(), ImageModality(), AudioModality(), SpeechModality(),
-                                                    DetectionModality())}
+                                                    DetectionModality(), Seq2SeqModality(), CausalModality())}
 
 
 def parse_task(task: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ VOCABULARY = ["<pad>", "<unk>", "|", "a", "b"]
 
 def _inputs(modality: str) -> list:
     rng = np.random.default_rng(0)
-    if modality == "text":
+    if modality in ("text", "seq2seq", "causal"):
         return ["a good film", "a bad film indeed", "good", "bad bad"]
     if modality in ("image", "detection"):
         return [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
@@ -34,8 +34,11 @@ def _inputs(modality: str) -> list:
 def models(tmp_path_factory) -> dict[str, str]:
     from conftest import make_tiny_bert
 
+    from generation_fixtures import make_tiny_causal, make_tiny_t5
+
     wav2vec2 = str(make_tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2")))
-    return {"text": str(make_tiny_bert(tmp_path_factory.mktemp("bert"))), "image": "timm/test_vit",
+    return {"seq2seq": str(make_tiny_t5(tmp_path_factory.mktemp("t5"))),
+            "causal": str(make_tiny_causal(tmp_path_factory.mktemp("gpt2"))),"text": str(make_tiny_bert(tmp_path_factory.mktemp("bert"))), "image": "timm/test_vit",
             "audio": wav2vec2, "speech": wav2vec2, "detection": "torchvision/fasterrcnn"}
 
 
@@ -48,7 +51,8 @@ def _adapter(models, modality: str):
     labels = VOCABULARY if problem == "ctc" else ["neg", "pos"]
     torch.manual_seed(0)
     adapter = MODALITIES[modality].build_adapter(cfg, problem, labels, weights=modality != "image")
-    targets = np.array(["a b", "ab", "b", "a"], dtype=object) if problem == "ctc" else np.array([0, 1, 0, 1])
+    texts = problem in ("ctc", "seq2seq", "causal-lm")  # transcripts, or the text to generate
+    targets = np.array(["a b", "ab", "b", "a"], dtype=object) if texts else np.array([0, 1, 0, 1])
     if problem == "detection":  # images without boxes (a problem that collects its own outputs: problems/base.py)
         from lobell.problems import make_problem
 
@@ -64,6 +68,8 @@ def _outputs(cfg, adapter, split) -> torch.Tensor:
     if isinstance(outputs[0], list):  # detection: per image boxes, labels, scores -> (sum of boxes, sum of scores)
         images = [image for batch in outputs for image in batch]
         return torch.stack([torch.stack([o["boxes"].sum(), o["scores"].sum()]) for o in images])
+    if outputs[0].ndim == 3 and adapter.modality != "speech":  # generators: logits per position -> two numbers
+        outputs = [torch.stack([o.float().mean(dim=(1, 2)), o.float().std(dim=(1, 2))], 1) for o in outputs]
     return torch.cat(outputs)
 
 

@@ -70,7 +70,7 @@ def errors(run: RunFiles) -> Section:
         return Section(html.section("Errors", html.paragraph("no validation predictions "
                                                              "(predictions_validation.jsonl)", "note")))
     build = {"classification": _classification, "multi-label": _multi_label, "regression": _regression,
-             "ctc": _recognition}
+             "ctc": _recognition, "seq2seq": _generations, "causal-lm": _generations}
     if run.config.get("tasks"):  # several heads: each row holds a target and prediction per task
         section = Section(html.paragraph("a multi-task run: predictions_validation.jsonl holds each example's target "
                                          "and prediction per task (docs/multi-task.md)", "note"))
@@ -78,6 +78,12 @@ def errors(run: RunFiles) -> Section:
         section = build.get(run.problem, _classification)(run)
     section.html = html.section("Where it fails (validation)", section.html, _top_losses(run), anchor="errors")
     return section
+
+
+def _generations(run: RunFiles) -> Section:
+    from lobell.report.generations import generations
+
+    return generations(run, Section)
 
 
 def _classification(run: RunFiles) -> Section:

@@ -21,6 +21,10 @@ def loading_snippet(run: RunFiles) -> str:
         from lobell.models.audio import loading_snippet as audio_snippet
 
         return audio_snippet(model_dir, run.modality, run.problem)
+    if run.modality in ("seq2seq", "causal"):
+        from lobell.models.generation import loading_snippet as generation_snippet
+
+        return generation_snippet(model_dir, run.modality)
     return text_snippet(model_dir, run.problem)
 
 
