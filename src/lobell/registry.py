@@ -19,6 +19,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "audio-regression": ("audio", "regression"),
     "speech-recognition": ("speech", "ctc"),  # transcripts through a CTC head
     "object-detection": ("detection", "detection"),  # boxes through a torchvision detector (docs/detection.md)
+    "masked-lm": ("masked-text", "masked-lm"),  # continued pre-training on unlabeled text (docs/masked-lm.md)
 }
 
 # problem -> the metrics its `metrics()` returns (plus the loss): what early_stopping.monitor may name.
@@ -28,4 +29,5 @@ METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2", "pearson", "loss"),
     "ctc": ("wer", "cer", "loss"),  # speech recognition: word/character error rates
     "detection": ("map", "map_50", "map_75", "mar_100"),  # COCO mAP@[.5:.95], mAP@.5, ...; no validation loss
+    "masked-lm": ("perplexity", "loss"),  # over the masked tokens of the validation texts
 }

@@ -10,6 +10,7 @@ from lobell.problems.base import MINIMISED, MULTI_LABEL_THRESHOLD, Problem, is_m
 from lobell.problems.classification import Classification
 from lobell.problems.ctc import CTC
 from lobell.problems.detection import Detection
+from lobell.problems.masked_lm import MaskedLM
 from lobell.problems.multilabel import MultiLabel
 from lobell.problems.regression import Regression
 
@@ -19,6 +20,7 @@ PROBLEMS: dict[str, type] = {
     "regression": Regression,
     "ctc": CTC,
     "detection": Detection,
+    "masked-lm": MaskedLM,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 # Metrics where lower is better; every other metric is maximised.
-MINIMISED = {"loss", "mae", "mse", "rmse", "wer", "cer"}
+MINIMISED = {"loss", "mae", "mse", "rmse", "wer", "cer", "perplexity"}
 MULTI_LABEL_THRESHOLD = 0.5
 
 
