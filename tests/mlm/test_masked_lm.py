@@ -92,3 +92,17 @@ def test_pretrain_then_classifier_in_one_run(tiny_bert, text_overrides, tmp_path
     lobell_json = json.loads((result.run_dir / "model" / "lobell.json").read_text())
     assert lobell_json["base_model"].endswith("pretrain/model")
     assert "Masked-LM pre-training" in (result.run_dir / "report.html").read_text()
+
+
+def test_bad_input_is_one_sentence(tmp_path):
+    from lobell.data.masked_text import read_texts
+    from lobell.errors import LobellError
+
+    with pytest.raises(LobellError, match="pretrain: adapts a text encoder"):
+        load_config(None, ["task=image-classification", "pretrain.epochs=1"])
+    with pytest.raises(LobellError, match="does not exist"):
+        read_texts(tmp_path / "missing.txt", "text")
+    table = tmp_path / "t.csv"
+    table.write_text("body\nhello\n")
+    with pytest.raises(LobellError, match="has no column 'text'"):
+        read_texts(table, "text")
