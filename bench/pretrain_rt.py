@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--pretrain-epochs", type=int, default=1)
+    parser.add_argument("--pretrain-lr", type=float, default=5e-5)
+    parser.add_argument("--arms", nargs="+", default=["baseline", "pretrain"])
     parser.add_argument("--out", type=Path, default=Path("bench/results/pretrain_rt.json"))
     args = parser.parse_args()
 
@@ -50,12 +52,13 @@ def main() -> None:
     extra.write_text("\n".join(pool.iloc[args.train:args.train + args.extra]["text"].astype(str)) + "\n")
     rows = []
     for seed in args.seeds:
-        for arm in ("baseline", "pretrain"):
+        for arm in args.arms:
             overrides = [f"model={model}", f"data.train={files['train']}", f"data.validation={files['validation']}",
                          f"data.test={files['test']}", f"epochs={args.epochs}", f"seed={seed}", "data.max_length=64",
                          f"output_dir={root / f'{arm}-{seed}'}"]
             if arm == "pretrain":
-                overrides += [f"pretrain.extra_text={extra}", f"pretrain.epochs={args.pretrain_epochs}"]
+                overrides += [f"pretrain.extra_text={extra}", f"pretrain.epochs={args.pretrain_epochs}",
+                              f"pretrain.lr={args.pretrain_lr}"]
             started = time.perf_counter()
             metrics = train(load_config(None, overrides), quiet=True).metrics
             row = {"arm": arm, "seed": seed, "test_accuracy": metrics["test"]["accuracy"],
