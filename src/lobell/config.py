@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from lobell.config_sections import (  # noqa: F401 (every section stays importable from here)
     CheckpointConfig, DataConfig, DistillConfig, GenerationConfig, EarlyStoppingConfig, HeadConfig, LOSSES, LoraConfig,
-    LossConfig, MixupConfig, OptimizerConfig, STRATEGIES, SchedulerConfig, SpeedConfig, StrategyConfig, TASKS,
+    LossConfig, MixupConfig, OptimizerConfig, PretrainConfig, STRATEGIES, SchedulerConfig, SpeedConfig, StrategyConfig,
+    TASKS,
     TaskHeadConfig, _Section)
 from lobell.errors import LobellError, nearest
 from lobell.registry import METRICS as PROBLEM_METRICS
@@ -76,6 +77,9 @@ class Config(_Section):
     generation: GenerationConfig = GenerationConfig()  # seq2seq / causal-lm decoding (docs/generation.md)
     lora: LoraConfig = LoraConfig()  # used by strategy=lora only
     distill: DistillConfig | None = None  # None: no teacher; a section trains this model as a student
+    # text tasks: masked-LM on the training texts first, then the classifier from the adapted encoder
+    # (docs/masked-lm.md). None: the classifier starts from `model` as it is.
+    pretrain: PretrainConfig | None = None
     # The whole run's wall time (90 = seconds, 30s, 10m, 2h; stored as seconds): epochs fit to it
     # from a few timed steps, and the run stops in time with its best model (docs/recipe.md).
     # Epochs stay a ceiling. None: no limit.
@@ -93,6 +97,9 @@ class Config(_Section):
                 f"strategy.frozen_epochs={self.strategy.frozen_epochs} leaves no epoch for the "
                 f"unfrozen stage of two-stage (epochs={self.epochs}); raise epochs or lower it"
             )
+        if self.pretrain is not None and (REGISTRY[self.task][0] != "text" or self.tasks is not None):
+            raise ValueError(f"pretrain: adapts a text encoder before its classifier trains; it does not apply to "
+                             f"task={self.task}{' with tasks:' if self.tasks is not None else ''}")
         return self
 
     @model_validator(mode="after")

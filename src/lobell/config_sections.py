@@ -107,6 +107,10 @@ class GenerationConfig(_Section):
         if self.num_beams == 1:
             values.pop("length_penalty")
         return values
+    # masked-lm (docs/masked-lm.md): the share of tokens masked in each batch, afresh every epoch
+    # (BERT's 15%), and whether every piece of a chosen word is masked together (whole-word masking).
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    whole_word_mask: bool = False
 
 
 class OptimizerConfig(_Section):
@@ -183,6 +187,19 @@ class DistillConfig(_Section):
     # teacher did not help (distillation.json "control"); costs one more student training. Skipped
     # under a time_budget (the budget is all the time the run has).
     control: bool = True
+
+
+class PretrainConfig(_Section):
+    """Masked-LM continued pre-training on the training texts (plus `extra_text`) before the classifier
+    trains from the adapted encoder (ULMFiT's and Gururangan et al. 2020's domain-adaptive step)."""
+
+    extra_text: Path | None = None  # more unlabeled in-domain text: a .txt file (one per line) or a table
+    epochs: int = Field(1, ge=1)  # passes over the texts; a few are usual for small in-domain sets
+    lr: float = Field(5e-5, gt=0, lt=1)  # every layer at one LR: BERT's pre-training-scale fine-tuning rate
+    batch_size: int | None = Field(None, ge=1)  # None: the classifier's batch_size
+    mlm_probability: float = Field(0.15, gt=0, lt=1)  # BERT's 15%
+    whole_word_mask: bool = False
+    val_fraction: float = Field(0.05, gt=0, lt=1)  # texts held back to measure perplexity before and after
 
 
 class LossConfig(_Section):

@@ -64,7 +64,8 @@ def profile_of(cfg: Config, splits, adapter, probe: bool = False) -> Profile:
     problem = "multi-task" if cfg.tasks is not None else problem
     params = sum(p.numel() for p in adapter.model.parameters())
     family = getattr(adapter, "family", None) or (  # generators name their own (models/generation.py)
-        "encoder" if modality in ("text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower() else "cnn"))
+        "encoder" if modality in ("text", "masked-text", "audio", "speech") else ("vit" if "vit" in cfg.model.lower()
+                                                                                  else "cnn"))
     prof = Profile(modality, problem, family, params, len(splits.train))
     if problem == "classification":
         counts = np.bincount(splits.train.targets, minlength=len(splits.labels))
@@ -306,6 +307,8 @@ def _loss(p: Profile) -> Choice:
     if p.problem == "detection":
         return Choice("L", "Loss", {"loss.name": "auto"}, "the detector's own losses, summed: classification and box "
                       "regression (Faster R-CNN adds the RPN's objectness and boxes; FCOS centre-ness)")
+    if p.problem == "masked-lm":
+        return Choice("L", "Loss", {"loss.name": "auto"}, "masked tokens: cross-entropy over them only (BERT's MLM loss)")
     if p.problem == "multi-label":
         return Choice("L", "Loss", {"loss.name": "bce"}, "several labels per example: binary cross-entropy per label")
     if p.problem == "regression":

@@ -21,6 +21,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "object-detection": ("detection", "detection"),  # boxes through a torchvision detector (docs/detection.md)
     "seq2seq": ("seq2seq", "seq2seq"),  # text -> text: T5, BART, Marian (docs/generation.md)
     "causal-lm": ("causal", "causal-lm"),  # decoder-only LMs: GPT-2, Llama, Qwen (docs/generation.md)
+    "masked-lm": ("masked-text", "masked-lm"),  # continued pre-training on unlabeled text (docs/masked-lm.md)
 }
 
 # problem -> the metrics its `metrics()` returns (plus the loss): what early_stopping.monitor may name.
@@ -32,4 +33,5 @@ METRICS: dict[str, tuple[str, ...]] = {
     "detection": ("map", "map_50", "map_75", "mar_100"),  # COCO mAP@[.5:.95], mAP@.5, ...; no validation loss
     "seq2seq": ("chrf", "bleu", "rouge1", "rouge2", "rougeL", "token_accuracy", "loss"),  # generated vs references
     "causal-lm": ("loss", "perplexity", "token_accuracy", "exact_match"),  # exact match: prompted data only
+    "masked-lm": ("perplexity", "loss"),  # over the masked tokens of the validation texts
 }

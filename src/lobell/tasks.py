@@ -15,13 +15,15 @@ from lobell.modalities.base import Modality, own_generator  # noqa: F401 (own_ge
 from lobell.modalities.detection import DetectionModality
 from lobell.modalities.generation import CausalModality, Seq2SeqModality
 from lobell.modalities.image import ImageModality
+from lobell.modalities.masked_text import MaskedTextModality
 from lobell.modalities.text import TextModality
 from lobell.registry import TASKS
 from lobell.resolve import eval_batch_size
 
 MODALITIES: dict[str, Modality] = {spec.name: spec for spec in
                                    (TextModality(), ImageModality(), AudioModality(), SpeechModality(),
-                                                    DetectionModality(), Seq2SeqModality(), CausalModality())}
+                                                    DetectionModality(), Seq2SeqModality(), CausalModality(),
+                                                    MaskedTextModality())}
 
 
 def parse_task(task: str) -> tuple[str, str]:

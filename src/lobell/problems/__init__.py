@@ -11,6 +11,7 @@ from lobell.problems.classification import Classification
 from lobell.problems.ctc import CTC
 from lobell.problems.detection import Detection
 from lobell.problems.generation import CausalLM, Seq2Seq
+from lobell.problems.masked_lm import MaskedLM
 from lobell.problems.multilabel import MultiLabel
 from lobell.problems.regression import Regression
 
@@ -22,6 +23,7 @@ PROBLEMS: dict[str, type] = {
     "detection": Detection,
     "seq2seq": Seq2Seq,
     "causal-lm": CausalLM,
+    "masked-lm": MaskedLM,
 }
 
 

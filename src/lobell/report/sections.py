@@ -71,6 +71,7 @@ def errors(run: RunFiles) -> Section:
                                                              "(predictions_validation.jsonl)", "note")))
     build = {"classification": _classification, "multi-label": _multi_label, "regression": _regression,
              "ctc": _recognition, "seq2seq": _generations, "causal-lm": _generations}
+             "ctc": _recognition, "masked-lm": _masked_lm}
     if run.config.get("tasks"):  # several heads: each row holds a target and prediction per task
         section = Section(html.paragraph("a multi-task run: predictions_validation.jsonl holds each example's target "
                                          "and prediction per task (docs/multi-task.md)", "note"))
@@ -125,6 +126,11 @@ def _recognition(run: RunFiles) -> Section:
     if rates:
         rows += [("median character error rate", float(np.median(rates))), ("worst", float(max(rates)))]
     return Section(html.table(["transcripts", "value"], rows, ident="transcripts"))
+
+
+def _masked_lm(run: RunFiles) -> Section:
+    return Section(html.paragraph("masked-LM: each validation text's loss over its masked tokens is in "
+                                  "predictions_validation.jsonl; the texts the model finds hardest are below", "note"))
 
 
 def _multi_label(run: RunFiles) -> Section:
@@ -219,4 +225,17 @@ def lora_and_distillation(run: RunFiles) -> Section:
     return Section(html.section("LoRA and distillation", *parts, anchor="compression") if parts else "")
 
 
-ALL = (summary, curves, learning_rates, errors, recipe, timing, lora_and_distillation)
+def pretraining(run: RunFiles) -> Section:
+    """pretrain: the masked-LM phase before the classifier (training/pretrain.py)."""
+    phase = run.metrics.get("pretrain")
+    if not phase:
+        return Section("")
+    extra = f" plus {phase['extra_text']}" if phase.get("extra_text") else ""
+    text = (f"Masked-LM continued pre-training of {phase['base_model']} on the training texts{extra}, "
+            f"{phase['epochs']} epoch(s): held-back perplexity {phase['perplexity_before']:.2f} -> "
+            f"{phase['perplexity_after']:.2f}. The classifier above started from that encoder "
+            f"({phase['model']}); the phase's own report is in {phase['run_folder']}/report.html.")
+    return Section(html.section("Masked-LM pre-training", html.paragraph(text), anchor="pretrain"))
+
+
+ALL = (summary, pretraining, curves, learning_rates, errors, recipe, timing, lora_and_distillation)

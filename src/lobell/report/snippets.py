@@ -25,7 +25,18 @@ def loading_snippet(run: RunFiles) -> str:
         from lobell.models.generation import loading_snippet as generation_snippet
 
         return generation_snippet(model_dir, run.modality)
+    if run.modality == "masked-text":
+        return masked_lm_snippet(model_dir)
     return text_snippet(model_dir, run.problem)
+
+
+def masked_lm_snippet(model_dir: Path) -> str:
+    return ("A plain masked-LM checkpoint: fill a mask, or start a classifier from its encoder "
+            "(`AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=N)`, or lobell's "
+            "`pretrain:`, docs/masked-lm.md).\n\n```python\nfrom transformers import pipeline\n\n"
+            f"model_dir = {str(model_dir)!r}  # this folder\n"
+            "fill = pipeline(\"fill-mask\", model=model_dir, tokenizer=model_dir)\n"
+            "print(fill(f\"a sentence with one {fill.tokenizer.mask_token} word\"))\n```\n")
 
 
 RAW_READ_OUT = "print(logits[0].tolist())  # the raw outputs (a problem without its own read-out line here)"

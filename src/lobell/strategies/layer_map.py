@@ -60,7 +60,10 @@ def build_layer_map(model: nn.Module, head_prefixes: list[str], source: str) -> 
         source: a short description of where the structure came from, for the user.
     """
     head = [n for n, _ in model.named_parameters() if _under(n, head_prefixes)]
-    units = _expand(model, "", set(head))
+    # A tied weight (a masked-LM decoder sharing the word embeddings) belongs to the group of its first
+    # name only: its other names are left out as the head's names are.
+    aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    units = _expand(model, "", set(head) | aliases)
     return _finish(model, units, head, source)
 
 

@@ -1,6 +1,7 @@
 """`train(cfg)`: the whole fine-tuning run, read top to bottom: build, stages, finish.
 
-1. Accelerator, seed, and the run folder (locked: one run per folder).
+1. Accelerator, seed, and the run folder (locked: one run per folder); with `pretrain:`, a
+   masked-LM run on the training texts first (training/pretrain.py), whose encoder the rest starts from.
 2. `build_run` (training/build.py): data, backbone and head, recipe, loaders, loss, freeze plan.
 3. `run_stage` for each stage of the plan: set what trains, build optimizer and schedule afresh,
    prepare, then epochs of train / evaluate / decide, with checkpoints.
@@ -28,7 +29,7 @@ from lobell.run_dir import append_jsonl, atomic_write_dir, atomic_write_json
 from lobell.strategies.plans import Stage, apply_stage, param_groups
 from lobell.training import autotune
 from lobell.training import checkpoint as ckpt
-from lobell.training import distill, faults, signals
+from lobell.training import distill, faults, pretrain, signals
 from lobell.training.accelerator import make_accelerator, resolve_precision  # noqa: F401 (re-exported)
 from lobell.training.build import Resume, Run, build_run, ddp_handlers, load_resume, run_metrics
 from lobell.training.logs import fmt, freeze_report, print_summary, timing_summary
@@ -81,6 +82,8 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
             lock.acquire()
         # SIGTERM/SIGINT (SIGUSR1 opted in): a checkpoint at the next optimizer step (training/signals.py).
         with signals.StopSignals(cfg.checkpoint.on_sigusr1):
+            if cfg.pretrain is not None:  # masked-LM on the training texts: the classifier starts from it
+                cfg, splits, adapted = _pretrain(cfg, run_dir, splits, quiet, resume)
             run = build_run(cfg, accelerator, reporter, run_dir, splits=splits, adapter=adapter, plan=plan,
                             resume=resume, loss_fn=loss_fn)
             progress = Progress(*load_resume(run, ckpt.TrainState()), model=run.adapter.model)
@@ -92,6 +95,8 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
                     break
             signals.leave_loop(accelerator)  # the final phase: a stop signal stops at once; resuming redoes it
             result = finish_run(run, progress)
+            if cfg.pretrain is not None:
+                _record(run, result, "pretrain", adapted)
         if run.teacher is not None and cfg.distill.control and cfg.time_budget is None:
             _distillation_control(run, result, splits, plan, loss_fn)  # did the teacher help?
         return result
@@ -102,6 +107,28 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
             lock.release()
             if accelerator.is_main_process and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()  # a run refused before writing anything leaves no empty folder behind
+
+
+def _pretrain(cfg: Config, run_dir: Path, splits, quiet: bool, resume: bool):
+    """(cfg with model = the adapted encoder, the classifier's splits, the masked-LM phase's summary)."""
+    from lobell.tasks import load_task_splits, parse_task
+
+    splits = splits or load_task_splits(cfg, *parse_task(cfg.task))
+    base_model = cfg.model
+    if not pretrain.finished(run_dir):  # a resumed run whose masked-LM phase finished goes straight on
+        mlm_cfg = pretrain.masked_lm_config(cfg, run_dir)
+        train(mlm_cfg, quiet=quiet, splits=pretrain.masked_lm_splits(cfg, splits),
+              resume=resume and ckpt.latest_checkpoint(mlm_cfg.output_dir) is not None)
+    adapted = pretrain.summary(cfg, run_dir, base_model)
+    return cfg.model_copy(update={"model": adapted["model"]}), splits, adapted
+
+
+def _record(run: Run, result: RunResult, key: str, value: dict) -> None:
+    """A phase beside the fine-tuning (pretrain) into metrics.json, and the report written again."""
+    result.metrics[key] = value
+    if run.main:
+        atomic_write_json(run.run_dir / "metrics.json", result.metrics)
+        write_run_documents(run.run_dir, run.reporter.log)
 
 
 def _distillation_control(run: Run, result: RunResult, splits, plan, loss_fn) -> None:
