@@ -66,6 +66,7 @@ class Run:
     stopper: EarlyStopping
     start: ckpt.Resumable | None  # the checkpoint to resume from, read back whole
     tuning: object = None  # training/autotune.py's Tuning: the LR probe and the time budget (set by tune())
+    on_epoch: object = None  # train()'s on_epoch(epoch, metrics) -> stop?, or None
 
     @property
     def main(self) -> bool:
