@@ -315,6 +315,10 @@ def _sweep(args) -> int:
 
     path, items = _split_items(args.items)
     result = sweep(path, items, trials=args.trials, quiet=args.quiet)
+    best = result.summary["best"]
+    if best:
+        print(f"best: trial {best['number']}, validation {result.summary['monitor']} {best['value']:.4f}, with "
+              f"{' '.join(best['overrides'])} ({best['run_dir']})")
     print(f"sweep: {result.html_path} and {result.json_path}")
     return 0
 
