@@ -95,3 +95,15 @@ def test_a_bad_listed_value_is_refused_before_any_trial(text_overrides, tmp_path
     with pytest.raises(LobellError, match="optimizer.name"):
         sweep(None, [*text_overrides, f"output_dir={tmp_path / 's'}", "optimizer.name=adamw,fastest"], quiet=True)
     assert not (tmp_path / "s").exists()
+
+
+def test_on_epoch_true_ends_a_run_there_keeping_a_complete_folder(text_overrides):
+    from lobell.config import load_config
+
+    seen = []
+    result = runner.train(load_config(None, [*text_overrides, "epochs=3"]), quiet=True,
+                          on_epoch=lambda epoch, metrics: seen.append((epoch, metrics["accuracy"])) or epoch == 1)
+    assert [epoch for epoch, _ in seen] == [1]  # the pruner's stop is taken at once
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    assert (result.run_dir / "model").is_dir() and result.metrics["best_epoch"] == 1
