@@ -95,3 +95,11 @@ def in_tmp_dir(tmp_path, monkeypatch):
     """Run in a fresh folder: API calls without output_dir write runs/... there, not into the repo."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_precision_cache(tmp_path_factory):
+    """`precision: auto` caches its bf16/fp32 probe per machine; tests keep theirs out of ~/.cache."""
+    import os
+
+    os.environ.setdefault("LOBELL_CACHE_DIR", str(tmp_path_factory.mktemp("lobell_cache")))

@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", required=True, help="comma-separated, e.g. feature-extraction,gradual,full")
     p.add_argument("--seeds", type=int, default=1, help="runs per strategy, seeds seed..seed+N-1 (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only each run's results and the comparison")
+    p = command("sweep", _sweep, "search hyperparameters on Optuna: KEY=v1,v2,... lists values (grid search when "
+                "every searched key lists them), KEY=low..high is a range (TPE); every trial a run folder, then "
+                "sweep.html/.json with the best config; re-running the same command continues a killed sweep",
+                config=True)
+    p.add_argument("--trials", type=int, default=None, metavar="N", help="trials in all, earlier runs of this "
+                   "sweep included (default: every grid point, or 10 with ranges)")
+    p.add_argument("--quiet", action="store_true", help="print only each trial's results and the best config")
     _serve_arguments(command("serve", _serve, "serve a finished run's model over HTTP: POST /predict (batched), "
                              "/info, /health, and a page at / to try it"))
     return parser
@@ -301,6 +308,19 @@ def _compare(args) -> int:
     print(f"comparison: {result.html_path} and {result.json_path}")
     return 0
 
+
+
+def _sweep(args) -> int:
+    from lobell.sweep import sweep
+
+    path, items = _split_items(args.items)
+    result = sweep(path, items, trials=args.trials, quiet=args.quiet)
+    best = result.summary["best"]
+    if best:
+        print(f"best: trial {best['number']}, validation {result.summary['monitor']} {best['value']:.4f}, with "
+              f"{' '.join(best['overrides'])} ({best['run_dir']})")
+    print(f"sweep: {result.html_path} and {result.json_path}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -55,6 +55,13 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
+def add_json_section(path: Path, key: str, value) -> None:
+    """Set `key` in the JSON object at `path` (recipe.json's lr_probe, budget, precision); no file, no change."""
+    path = Path(path)
+    if path.is_file():
+        atomic_write_json(path, {**json.loads(path.read_text()), key: value})
+
+
 def atomic_write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     """Fill a fresh temporary folder, then swap it in for `path`; a failure leaves `path` as it was."""
     path = Path(path)

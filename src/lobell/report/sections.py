@@ -70,8 +70,7 @@ def errors(run: RunFiles) -> Section:
         return Section(html.section("Errors", html.paragraph("no validation predictions "
                                                              "(predictions_validation.jsonl)", "note")))
     build = {"classification": _classification, "multi-label": _multi_label, "regression": _regression,
-             "ctc": _recognition, "seq2seq": _generations, "causal-lm": _generations}
-             "ctc": _recognition, "masked-lm": _masked_lm}
+             "ctc": _recognition, "seq2seq": _generations, "causal-lm": _generations, "masked-lm": _masked_lm}
     if run.config.get("tasks"):  # several heads: each row holds a target and prediction per task
         section = Section(html.paragraph("a multi-task run: predictions_validation.jsonl holds each example's target "
                                          "and prediction per task (docs/multi-task.md)", "note"))

@@ -23,3 +23,16 @@ def resolve_precision(precision: str) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     # CPUs without AVX-512 BF16/AMX emulate bf16 matmuls slower than fp32: stay in fp32 there.
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+
+
+def set_precision(accelerator: Accelerator, mixed_precision: str) -> None:
+    """Switch a fresh Accelerator between fp32 ("no") and bf16 before any model is prepared.
+
+    Accelerate fixes the precision when it is built, but `precision: auto` is measured on the model
+    (training/precision_probe.py), which exists only later; between these two no other attribute
+    differs (tests/training/test_precision_probe.py compares with a freshly built Accelerator)."""
+    if mixed_precision not in ("no", "bf16") or accelerator.mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"set_precision switches between fp32 and bf16, not {accelerator.mixed_precision!r} -> "
+                         f"{mixed_precision!r}")
+    accelerator.state._mixed_precision = mixed_precision
+    accelerator.native_amp = mixed_precision == "bf16"

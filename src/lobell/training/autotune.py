@@ -8,7 +8,6 @@ stop at the same step (Accelerate's set_trigger/check_trigger).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from accelerate.utils import broadcast_object_list
 
 from lobell.config import Config
-from lobell.run_dir import atomic_write_json, atomic_write_text
+from lobell.run_dir import add_json_section, atomic_write_text
 from lobell.strategies.plans import Stage
 from lobell.tasks import build_loader
 from lobell.training import budget as budgets
@@ -192,6 +191,4 @@ def _shared(accelerator, compute):
 def _add_to_recipe_json(run_dir: Path, key: str, value: dict) -> None:
     """A section of recipe.json next to the recipe's choices (with `recipe: false` there is no
     recipe.json: metrics.json alone holds it)."""
-    path = run_dir / "recipe.json"
-    if path.is_file():
-        atomic_write_json(path, {**json.loads(path.read_text()), key: value})
+    add_json_section(run_dir / "recipe.json", key, value)

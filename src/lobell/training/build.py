@@ -30,6 +30,7 @@ from lobell.training.feature_cache import build_feature_cache
 from lobell.problems.base import collects_outputs
 from lobell.training.loop import EarlyStopping, collect_outputs
 from lobell.training.losses import loss_for
+from lobell.training.precision_probe import choose_precision
 from lobell.training.speed import use_channels_last
 
 
@@ -65,6 +66,7 @@ class Run:
     stopper: EarlyStopping
     start: ckpt.Resumable | None  # the checkpoint to resume from, read back whole
     tuning: object = None  # training/autotune.py's Tuning: the LR probe and the time budget (set by tune())
+    on_epoch: object = None  # train()'s on_epoch(epoch, metrics) -> stop?, or None
 
     @property
     def main(self) -> bool:
@@ -103,10 +105,13 @@ def build_run(cfg: Config, accelerator, reporter, run_dir: Path, *, splits: Spli
     features = build_feature_cache(cfg, adapter, datasets, train_sampler, accelerator, reporter)
     tracking.start(accelerator, cfg.model_dump(mode="json"), run_dir)
     loss_fn = loss_fn or loss_for(cfg.loss, splits.problem, splits.train.targets)
+    plan = plan or build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
+    # precision: auto -> timed bf16 and fp32 steps of the heaviest stage (cached per machine and model).
+    choose_precision(cfg, accelerator, adapter, build_loader(cfg, adapter, datasets["train"], train=True), loss_fn,
+                     plan[-1], reporter, run_dir, resumed=start is not None)  # its own loader: the run's order stays
     # distill: the teacher runs once over the data; training adds its soft targets (validation stays hard-label).
     teacher = distill.prepare_teacher(cfg, splits, accelerator, reporter) if cfg.distill else None
     fit_loss = distill.distillation_loss(cfg.distill, loss_fn, teacher, splits.problem.name) if teacher else loss_fn
-    plan = plan or build_plan(cfg.strategy, adapter.layer_map, cfg.epochs)
     resolved = resolve(cfg, splits.problem)
     stopper = EarlyStopping(resolved.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
     return Run(cfg, accelerator, reporter, run_dir, splits, adapter, lora, datasets, prepared, train_sampler,

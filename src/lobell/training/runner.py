@@ -61,14 +61,16 @@ class Progress:
 
 def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, adapter=None,
           plan: list[Stage] | None = None, resume: bool = False, loss_fn=None,
-          started_at: float | None = None) -> RunResult:
+          started_at: float | None = None, on_epoch=None) -> RunResult:
     """Fine-tune `cfg.model` on `cfg.data` and leave a run folder; see the README for its contents.
 
     The Python API passes in-memory `splits`, its already-built `adapter` and, after
     `freeze_backbone()`/`freeze_to()`, an explicit single-stage `plan`; the CLI passes none.
     `resume=True` continues the run in `cfg.output_dir` from its newest checkpoint; `loss_fn`
     (logits, targets) -> scalar replaces the configured loss. `started_at` (time.time()) is when
-    the command started, where `time_budget` counts from (default: now).
+    the command started, where `time_budget` counts from (default: now). `on_epoch(epoch,
+    validation metrics) -> bool` is asked after each epoch (main process); True ends the run there
+    as early stopping does, best weights kept (`lobell sweep`'s pruner).
     """
     started_at = started_at or time.time()
     run_dir = Path(cfg.resolved_output_dir())
@@ -86,6 +88,7 @@ def train(cfg: Config, *, quiet: bool = False, splits: Splits | None = None, ada
                 cfg, splits, adapted = _pretrain(cfg, run_dir, splits, quiet, resume)
             run = build_run(cfg, accelerator, reporter, run_dir, splits=splits, adapter=adapter, plan=plan,
                             resume=resume, loss_fn=loss_fn)
+            run.on_epoch = on_epoch
             progress = Progress(*load_resume(run, ckpt.TrainState()), model=run.adapter.model)
             # optimizer.lr: auto -> a short LR probe; time_budget -> the epochs that fit, and a clock.
             autotune.tune(run, started_at, progress.state.budget if run.start is not None else None)
@@ -235,11 +238,15 @@ def _run_epoch(run: Run, current: _StageRun, progress: Progress, epoch: int) -> 
     tracking.log_epoch(accelerator, record)
     run.reporter.log(f"epoch {epoch}: train loss {stats.loss:.4f}, validation {fmt(metrics)}"
                      f"{'  (best)' if improved else ''}")
-    stop = _stop_together(accelerator, run.stopper.should_stop)
+    asked = bool(run.on_epoch and run.main and run.on_epoch(epoch, metrics))
+    stop = _stop_together(accelerator, run.stopper.should_stop or asked)
     _save(run, current, progress)
     signals.step_boundary(accelerator, lambda: _save(run, current, progress), f"the end of epoch {epoch}",
                           _resume_command(run.run_dir, accelerator), saved=True)
-    if stop:
+    if asked:
+        run.reporter.log(f"stopped after epoch {epoch} as the caller asked (a sweep's pruner); best was epoch "
+                         f"{run.stopper.best_epoch}")
+    elif stop:
         run.reporter.log(f"early stopping: {run.resolved.monitor} has not improved for {run.stopper.patience} "
                          f"epoch(s); best was epoch {run.stopper.best_epoch}")
     elif autotune.stopped(run.tuning):
