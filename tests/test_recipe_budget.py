@@ -81,6 +81,8 @@ def test_lora_trains_its_adapters_at_a_higher_lr_than_full_fine_tuning():
     full, _ = _decide(["epochs=1"], _text(1050))
     assert lora["optimizer.lr"] == LORA_LR > full["optimizer.lr"]
     assert "start at" in reasons["Learning rate"] or "starting at zero" in reasons["Learning rate"]
+    assert "less than full fine-tuning at epochs=1" in reasons["Learning rate"], "the measured gap is said"
+    assert "less than full" not in _decide(["strategy=lora"], _text(1050))[1]["Learning rate"]
 
 
 def test_cnn_sgd_trains_without_gradient_clipping_unless_you_set_it():
