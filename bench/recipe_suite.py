@@ -239,7 +239,10 @@ def run_lobell(job: dict, settings: dict) -> dict:
     epochs_run = len([line for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]) - 1
     precision = re.search(r"^precision: (\S+)", config, re.M)
     resolved = precision.group(1) if precision else "?"
-    if resolved == "auto":
+    probe = json.loads((result.run_dir / "recipe.json").read_text()).get("precision")
+    if resolved == "auto" and probe:  # measured (docs/recipe.md, Precision): what the probe chose
+        resolved = f"{'fp32' if probe['choice'] == 'no' else probe['choice']} (auto, measured)"
+    elif resolved == "auto":
         resolved = "bf16 (auto)" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32 (auto)"
     return {"metric": result.metrics["test"][settings["tasks"][job["task"]]["metric"]], "wall_seconds": wall,
             "strategy": strategy.group(1) if strategy else "?", "epochs_run": epochs_run, "precision": resolved}
