@@ -84,6 +84,10 @@ class DataConfig(_Section):
     # causal-lm training: whole examples packed into rows of data.max_length tokens, each attending only
     # to itself (position ids restart per example), where the model's attention reads packed positions.
     packing: bool = True
+    # masked-lm (docs/masked-lm.md): the share of tokens masked in each batch, afresh every epoch
+    # (BERT's 15%), and whether every piece of a chosen word is masked together (whole-word masking).
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    whole_word_mask: bool = False
 
 
 class GenerationConfig(_Section):
@@ -107,10 +111,6 @@ class GenerationConfig(_Section):
         if self.num_beams == 1:
             values.pop("length_penalty")
         return values
-    # masked-lm (docs/masked-lm.md): the share of tokens masked in each batch, afresh every epoch
-    # (BERT's 15%), and whether every piece of a chosen word is masked together (whole-word masking).
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
-    whole_word_mask: bool = False
 
 
 class OptimizerConfig(_Section):
