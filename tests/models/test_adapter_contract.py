@@ -23,7 +23,7 @@ VOCABULARY = ["<pad>", "<unk>", "|", "a", "b"]
 
 def _inputs(modality: str) -> list:
     rng = np.random.default_rng(0)
-    if modality in ("text", "seq2seq", "causal"):
+    if modality in ("text", "seq2seq", "causal", "masked-text"):
         return ["a good film", "a bad film indeed", "good", "bad bad"]
     if modality in ("image", "detection"):
         return [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
@@ -36,10 +36,11 @@ def models(tmp_path_factory) -> dict[str, str]:
 
     from generation_fixtures import make_tiny_causal, make_tiny_t5
 
-    wav2vec2 = str(make_tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2")))
+    wav2vec2, bert = str(make_tiny_wav2vec2(tmp_path_factory.mktemp("wav2vec2"))), str(make_tiny_bert(
+        tmp_path_factory.mktemp("bert")))
     return {"seq2seq": str(make_tiny_t5(tmp_path_factory.mktemp("t5"))),
-            "causal": str(make_tiny_causal(tmp_path_factory.mktemp("gpt2"))),"text": str(make_tiny_bert(tmp_path_factory.mktemp("bert"))), "image": "timm/test_vit",
-            "audio": wav2vec2, "speech": wav2vec2, "detection": "torchvision/fasterrcnn"}
+            "causal": str(make_tiny_causal(tmp_path_factory.mktemp("gpt2"))), "text": bert, "masked-text": bert,
+            "image": "timm/test_vit", "audio": wav2vec2, "speech": wav2vec2, "detection": "torchvision/fasterrcnn"}
 
 
 def _adapter(models, modality: str):
@@ -51,7 +52,7 @@ def _adapter(models, modality: str):
     labels = VOCABULARY if problem == "ctc" else ["neg", "pos"]
     torch.manual_seed(0)
     adapter = MODALITIES[modality].build_adapter(cfg, problem, labels, weights=modality != "image")
-    texts = problem in ("ctc", "seq2seq", "causal-lm")  # transcripts, or the text to generate
+    texts = problem in ("ctc", "seq2seq", "causal-lm", "masked-lm")  # transcripts, text to generate or to mask
     targets = np.array(["a b", "ab", "b", "a"], dtype=object) if texts else np.array([0, 1, 0, 1])
     if problem == "detection":  # images without boxes (a problem that collects its own outputs: problems/base.py)
         from lobell.problems import make_problem
