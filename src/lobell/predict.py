@@ -32,6 +32,7 @@ class Predictor:
 
             self.labels = TaskHeads.from_spec(adapter.head, cfg.loss.label_smoothing)
         self.task = make_problem(self.problem, self.labels)  # `problem` stays the name, as callers read it
+        self._accelerator = None  # made on the first call and kept: making one reads the environment (~6 ms)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -58,12 +59,17 @@ class Predictor:
         targets = self.task.dummy_targets(len(inputs)) if targets is None else targets
         reporter = reporter or Reporter(quiet=True)
         dataset = build_dataset(self.cfg, self.adapter, Split(list(inputs), targets, "input"), reporter=reporter)
-        accelerator = make_accelerator(self.cfg.precision)
+        self._accelerator = accelerator = self._accelerator or make_accelerator(self.cfg.precision)
         loader = accelerator.prepare(build_loader(self.cfg, self.adapter, dataset, train=False))
         model = accelerator.prepare_model(self.adapter.model, evaluation_mode=True)
-        outputs, collected = collect_outputs(accelerator, self.adapter, model, loader, reporter, self.task,
-                                             description="predict")
-        self.adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        try:
+            outputs, collected = collect_outputs(accelerator, self.adapter, model, loader, reporter, self.task,
+                                                 description="predict")
+        finally:
+            self.adapter.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+            # prepare() keeps every loader and model it was given: a server calls this once per batch.
+            accelerator._dataloaders.clear()
+            accelerator._models.clear()
         return outputs, collected
 
     def predict_table(self, inputs: list, reporter: Reporter | None = None, threshold: float | None = None

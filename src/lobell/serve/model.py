@@ -24,7 +24,6 @@ class ServedModel:
     def __init__(self, predictor: Predictor, run_dir: Path, quantize: str | None = None):
         self.predictor, self.run_dir, self.quantize = predictor, Path(run_dir).resolve(), quantize
         self.quantization: dict | None = None  # the start-up check's numbers (int8 only)
-        self._prepared = None  # (accelerator, prepared model), made on the model thread's first call
 
     @classmethod
     def load(cls, run_dir: str | Path, quantize: str | None = None, check: bool = True) -> ServedModel:
@@ -54,31 +53,7 @@ class ServedModel:
 
     def predict(self, inputs: list) -> list[dict]:
         """One record per input: `lobell predict`'s columns, plus `probabilities` by label where there are labels."""
-        return self.records(self.logits(inputs))
-
-    def logits(self, inputs: list) -> np.ndarray:
-        """`Predictor.logits` (the same dataset, loader and forward), with the Accelerator and the prepared model
-        kept between calls: `lobell predict` makes them per call, which costs a server several ms per request
-        (an Accelerator reads the environment and package versions every time it is made)."""
-        from lobell.console import Reporter
-        from lobell.data.splits import Split
-        from lobell.tasks import build_dataset, build_loader
-        from lobell.training.accelerator import make_accelerator
-        from lobell.training.loop import collect_outputs
-
-        predictor, reporter = self.predictor, Reporter(quiet=True)
-        if self._prepared is None:
-            accelerator = make_accelerator(predictor.cfg.precision)
-            self._prepared = accelerator, accelerator.prepare_model(predictor.adapter.model, evaluation_mode=True)
-        accelerator, model = self._prepared
-        split = Split(list(inputs), predictor.task.dummy_targets(len(inputs)), "input")
-        dataset = build_dataset(predictor.cfg, predictor.adapter, split, reporter=reporter)
-        loader = accelerator.prepare(build_loader(predictor.cfg, predictor.adapter, dataset, train=False))
-        try:
-            return collect_outputs(accelerator, predictor.adapter, model, loader, reporter, predictor.task,
-                                   description="predict")[0]
-        finally:
-            accelerator._dataloaders.clear()  # prepare() keeps every loader it made: a server makes one per batch
+        return self.records(self.predictor.logits(inputs))
 
     def records(self, logits: np.ndarray) -> list[dict]:
         task = self.predictor.task  # the run's problem (lobell.problems): `lobell predict`'s table, its probabilities

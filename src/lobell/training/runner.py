@@ -127,7 +127,8 @@ def _pretrain(cfg: Config, run_dir: Path, splits, quiet: bool, resume: bool):
 
 
 def _record(run: Run, result: RunResult, key: str, value: dict) -> None:
-    """A phase beside the fine-tuning (pretrain) into metrics.json, and the report written again."""
+    """A phase beside the fine-tuning (pretrain, the distillation control) into metrics.json, and the report
+    written again."""
     result.metrics[key] = value
     if run.main:
         atomic_write_json(run.run_dir / "metrics.json", result.metrics)
@@ -139,11 +140,8 @@ def _distillation_control(run: Run, result: RunResult, splits, plan, loss_fn) ->
     and the report, and a warning when distillation did not help."""
     control = train(distill.control_config(run.cfg, run.run_dir), quiet=True, splits=splits, plan=plan,
                     loss_fn=loss_fn)
-    result.metrics["distillation"] = distill.judge(run.run_dir, run.resolved.monitor, result.metrics, control.metrics,
-                                                   run.reporter, run.main)
-    if run.main:
-        atomic_write_json(run.run_dir / "metrics.json", result.metrics)
-        write_run_documents(run.run_dir, run.reporter.log)
+    _record(run, result, "distillation", distill.judge(run.run_dir, run.resolved.monitor, result.metrics,
+                                                       control.metrics, run.reporter, run.main))
 
 
 @dataclass
